@@ -1,0 +1,140 @@
+"""Checkpoints that generating needs nothing else for, and that cannot run code when loaded.
+
+`PREFIX.N` is one safetensors file: the weights, plus JSON metadata with the model's shape, the
+vocabulary and the training counters. The trainer's own resume state (optimizer moments, which use
+pickle through `paddle.save`) sits beside it in `PREFIX.N.trainer`; nothing but `--resume` reads it.
+Both are written to a temporary name and renamed, the weights last, so a crash at any point leaves
+every earlier checkpoint intact and never a weights file without its trainer state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tangpoem.data import atomic_write
+from tangpoem.errors import TangpoemError
+from tangpoem.model import ModelConfig, PoetryModel
+
+FORMAT = "tangpoem-checkpoint"
+VERSION = 1
+TRAINER_SUFFIX = ".trainer"
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    model_config: ModelConfig
+    vocab: list[str]
+    weights: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)  # epoch, step, training config, ...
+
+    def build_model(self) -> PoetryModel:
+        """The network with these weights, in eval mode."""
+        import paddle
+
+        model = PoetryModel(self.model_config)
+        own = model.state_dict()
+        if set(own) != set(self.weights):
+            raise TangpoemError(f"{self.path}: its weights do not fit the network it describes; the file is damaged")
+        model.set_state_dict({k: paddle.to_tensor(v) for k, v in self.weights.items()})
+        model.eval()
+        return model
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: PoetryModel,
+    vocab: list[str],
+    meta: dict[str, Any] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> None:
+    """Write PATH (weights + JSON metadata) and, when given, PATH.trainer (resume state)."""
+    from safetensors.numpy import save
+
+    path = Path(path)
+    if trainer_state is not None:
+        import paddle
+
+        tmp = path.with_name(f".{path.name}{TRAINER_SUFFIX}.tmp{os.getpid()}")
+        try:
+            paddle.save(trainer_state, str(tmp))
+            os.replace(tmp, str(path) + TRAINER_SUFFIX)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    header = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "vocab": vocab, **(meta or {})}
+    weights = {k: np.ascontiguousarray(v.numpy()) for k, v in model.state_dict().items()}
+    blob = save(weights, metadata={"tangpoem": json.dumps(header, ensure_ascii=False)})
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by save_checkpoint; a clear TangpoemError for anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    path = str(path)
+    if not os.path.isfile(path):
+        hint = "train one with `python -m tangpoem.train`, or pass --model-path to an existing checkpoint"
+        if os.path.isdir(path):
+            raise TangpoemError(f"checkpoint {path} is a directory, not a checkpoint file; {hint}")
+        raise TangpoemError(f"checkpoint {path} not found; {hint}")
+    try:
+        with safe_open(path, framework="np") as f:
+            header = json.loads((f.metadata() or {}).get("tangpoem", "null"))
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
+        raise TangpoemError(
+            f"{path} is not a tangpoem checkpoint ({err}); checkpoints of the original "
+            "tutorial (paddle.save pickles) cannot be loaded, retrain with tangpoem"
+        ) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise TangpoemError(f"{path} is a safetensors file but not a tangpoem checkpoint")
+    if header.get("version", 0) > VERSION:
+        raise TangpoemError(f"{path} was written by a newer tangpoem (format {header['version']}); upgrade tangpoem")
+    try:
+        config = ModelConfig(**header.pop("model"))
+        vocab = list(header.pop("vocab"))
+    except (KeyError, TypeError) as err:
+        raise TangpoemError(f"{path}: checkpoint metadata is incomplete ({err})") from None
+    if len(vocab) != config.vocab_size:
+        raise TangpoemError(f"{path}: vocabulary of {len(vocab)} does not match the model's {config.vocab_size}")
+    return Checkpoint(path, config, vocab, weights, header)
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    """The resume state beside a checkpoint (pickle: only load checkpoints you made)."""
+    import paddle
+
+    state_path = str(path) + TRAINER_SUFFIX
+    if not os.path.isfile(state_path):
+        raise TangpoemError(f"{state_path} not found: {path} cannot be resumed (it has weights only)")
+    return paddle.load(state_path)
+
+
+def latest_checkpoint(model_prefix: str) -> str | None:
+    """The resumable checkpoint PREFIX.* with the most training steps, or None."""
+    prefix = Path(model_prefix)
+    best: tuple[int, float, str] | None = None
+    if not prefix.parent.is_dir():
+        return None
+    for candidate in prefix.parent.glob(prefix.name + ".*"):
+        if candidate.name.endswith(TRAINER_SUFFIX) or candidate.name.startswith("."):
+            continue
+        if not Path(str(candidate) + TRAINER_SUFFIX).is_file():
+            continue
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(candidate), framework="np") as f:
+                step = int(json.loads(f.metadata()["tangpoem"]).get("global_step", -1))
+        except Exception:  # not a checkpoint of ours: not a candidate
+            continue
+        key = (step, candidate.stat().st_mtime, str(candidate))
+        best = key if best is None or key > best else best
+    return best[2] if best else None

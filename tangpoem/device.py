@@ -1,0 +1,44 @@
+"""The one place that picks the device and the CPU thread count; GPU and CPU then run the same code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def set_threads(num_threads: int = 0) -> int:
+    """Paddle uses one CPU thread unless told; 0 means one per core."""
+    import paddle
+
+    n = num_threads if num_threads > 0 else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    paddle.set_flags({"FLAGS_paddle_num_threads": n})
+    try:
+        paddle.base.core.set_num_threads(n)
+    except AttributeError:  # older Paddle: the flag alone
+        pass
+    return n
+
+
+def gpu_available() -> bool:
+    import paddle
+
+    try:
+        return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    except Exception:  # a CUDA build without a driver
+        return False
+
+
+def setup_device(use_gpu: bool, num_threads: int = 0, quiet: bool = False) -> str:
+    """Select 'gpu' when asked for and present, else 'cpu' (with a one-line notice if GPU was asked)."""
+    import paddle
+
+    if use_gpu and gpu_available():
+        device = "gpu"
+    else:
+        if use_gpu and not quiet:
+            print("note: no CUDA GPU available to Paddle; running on the CPU", file=sys.stderr)
+        device = "cpu"
+        set_threads(num_threads)
+    paddle.set_device(device)
+    return device

@@ -1,0 +1,46 @@
+"""The tutorial's network: Embedding -> LSTM (num_layers) -> Linear over the vocabulary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import paddle
+from paddle import nn
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    embedding_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 3
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PoetryModel(nn.Layer):
+    """Input [batch, seq_len] ids; output logits [batch * seq_len, vocab] and the (h, c) state.
+
+    h and c are [num_layers, batch, hidden_dim]; passing them back in steps the network on, which is
+    how the generator feeds one character at a time.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.lstm = nn.LSTM(config.embedding_dim, config.hidden_dim, config.num_layers, dropout=config.dropout)
+        self.linear = nn.Linear(config.hidden_dim, config.vocab_size)
+
+    def forward(self, input, hidden=None):
+        batch_size, seq_len = input.shape
+        embeds = self.embeddings(input)  # [batch, seq_len, embedding_dim]; nn.LSTM is batch-first
+        output, hidden = self.lstm(embeds, hidden)
+        logits = self.linear(output.reshape([batch_size * seq_len, self.config.hidden_dim]))
+        return logits, hidden
+
+    def zero_state(self, batch_size: int) -> tuple[paddle.Tensor, paddle.Tensor]:
+        shape = [self.config.num_layers, batch_size, self.config.hidden_dim]
+        return paddle.zeros(shape, dtype="float32"), paddle.zeros(shape, dtype="float32")
