@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from functools import lru_cache
@@ -143,7 +144,7 @@ def fetch_corpus(work_dir: str | Path = "work") -> Path:
                 "(e.g. `apt-get install npm`), or clone https://github.com/chinese-poetry/chinese-poetry "
                 "and pass --source PATH_TO_CLONE"
             )
-        print(f"downloading the corpus: npm pack {NPM_PACKAGE} (about 100 MB) ...", flush=True)
+        print(f"downloading the corpus: npm pack {NPM_PACKAGE} ...", file=sys.stderr, flush=True)
         done = subprocess.run(
             [npm, "pack", NPM_PACKAGE, "--pack-destination", str(work_dir)], capture_output=True, text=True
         )

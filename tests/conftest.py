@@ -1,0 +1,49 @@
+"""Shared fixtures: the real corpus (from $TANGPOEM_CORPUS), an npz built from it, small hand-made corpora."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import tangpoem  # noqa: F401  (quiets Paddle's import-time warning before any test imports paddle)
+from tangpoem.data import PoemData, build_poems, save_npz
+
+CORPUS_ENV = "TANGPOEM_CORPUS"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The chinese-poetry Tang files; scripts/test.sh and .ci/run set $TANGPOEM_CORPUS."""
+    value = os.environ.get(CORPUS_ENV)
+    if not value:
+        pytest.skip(f"${CORPUS_ENV} is not set (scripts/test.sh sets it; or export it to the corpus path)")
+    path = Path(value)
+    if not path.exists():
+        pytest.fail(f"${CORPUS_ENV}={value} does not exist")
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_corpus(corpus_dir: Path, tmp_path_factory) -> tuple[PoemData, Path]:
+    """The full corpus cleaned once per test session: (PoemData, npz path)."""
+    poems, _ = build_poems(corpus_dir)
+    path = tmp_path_factory.mktemp("corpus") / "tang_poem.npz"
+    save_npz(poems, path)
+    poems.path = str(path)
+    return poems, path
+
+
+@pytest.fixture(scope="session")
+def tang_npz(built_corpus) -> Path:
+    return built_corpus[1]
+
+
+def write_corpus(directory: Path, poems: list[list[str]], name: str = "poet.tang.0.json") -> Path:
+    """A chinese-poetry style file: each poem a list of paragraphs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    records = [{"author": "某", "title": f"诗{i}", "id": f"id-{i}", "paragraphs": p} for i, p in enumerate(poems)]
+    (directory / name).write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return directory

