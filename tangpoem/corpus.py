@@ -70,30 +70,49 @@ def _sort_key(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _read_directory(root: Path) -> Iterator[tuple[str, bytes]]:
-    files = sorted(
-        (p for p in root.rglob("poet.tang.*.json") if FILE_PATTERN.search(p.name)), key=lambda p: _sort_key(p.name)
-    )
-    if not files:
+TANG_FOLDERS = ("quantangshi", "全唐诗")  # npm package, git clone; other folders hold derived data
+
+
+def _pick_tang_files(names: list[str], source: Path) -> list[str]:
+    """The poet.tang.*.json files of the one folder that holds the poems, in numeric order.
+
+    The npm package also has poet.tang.*.json under strains/, rank/ and quantangshi/error/: derived
+    data, not poems, so the folder named like the corpus wins; otherwise there must be only one.
+    """
+    folders: dict[str, list[str]] = {}
+    for name in names:
+        if FILE_PATTERN.search(name):
+            folders.setdefault(name.rsplit("/", 1)[0] if "/" in name else "", []).append(name)
+    if not folders:
         raise TangpoemError(
-            f"no poet.tang.*.json files under {root}; point --source at the chinese-poetry "
+            f"no poet.tang.*.json files under {source}; point --source at the chinese-poetry "
             f"clone, its npm package, or {TARBALL_NAME}"
         )
-    for path in files:
-        yield path.name, path.read_bytes()
+    preferred = [f for f in folders if f.rsplit("/", 1)[-1] in TANG_FOLDERS]
+    if len(preferred) == 1:
+        chosen = preferred[0]
+    elif len(folders) == 1:
+        chosen = next(iter(folders))
+    else:
+        raise TangpoemError(
+            f"several folders under {source} hold poet.tang.*.json files "
+            f"({', '.join(sorted(folders))}); pass --source the one with the poems"
+        )
+    return sorted(folders[chosen], key=_sort_key)
+
+
+def _read_directory(root: Path) -> Iterator[tuple[str, bytes]]:
+    names = [p.relative_to(root).as_posix() for p in root.rglob("poet.tang.*.json")]
+    for name in _pick_tang_files(names, root):
+        yield name, (root / name).read_bytes()
 
 
 def _read_tarball(path: Path) -> Iterator[tuple[str, bytes]]:
     try:
         with tarfile.open(path, "r:*") as tar:
-            members = sorted(
-                (m for m in tar.getmembers() if m.isfile() and FILE_PATTERN.search(m.name)),
-                key=lambda m: _sort_key(m.name),
-            )
-            if not members:
-                raise TangpoemError(f"{path} holds no poet.tang.*.json files; is it {TARBALL_NAME}?")
-            for member in members:
-                yield member.name, tar.extractfile(member).read()
+            members = {m.name: m for m in tar.getmembers() if m.isfile()}
+            for name in _pick_tang_files(list(members), path):
+                yield name, tar.extractfile(members[name]).read()
     except tarfile.TarError as err:
         raise TangpoemError(f"{path} is not a readable tarball ({err}); download it again") from None
 

@@ -62,15 +62,29 @@ def test_files_are_found_anywhere_below_the_source_in_numeric_order(tmp_path):
     assert [p["paragraphs"][0] for p in read_poems(tmp_path)] == ["第一首詩，在此。", "第二首詩，在此。"]
 
 
-def test_npm_tarball_is_a_source(tmp_path):
+def add_json(tar: tarfile.TarFile, name: str, poems: list) -> None:
+    payload = json.dumps(poems, ensure_ascii=False).encode()
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def test_npm_tarball_is_a_source_and_only_quantangshi_counts(tmp_path):
+    # The real package also has poet.tang.*.json of derived data under strains/ and rank/.
     tgz = tmp_path / corpus.TARBALL_NAME
-    payload = json.dumps([{"paragraphs": ["鵝鵝鵝，曲項向天歌。"]}], ensure_ascii=False).encode()
     with tarfile.open(tgz, "w:gz") as tar:
-        info = tarfile.TarInfo("package/dist/quantangshi/poet.tang.0.json")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
+        add_json(tar, "package/dist/strains/json/poet.tang.0.json", [{"id": "x", "strains": ["平平"]}])
+        add_json(tar, "package/dist/quantangshi/poet.tang.0.json", [{"paragraphs": ["鵝鵝鵝，曲項向天歌。"]}])
+        add_json(tar, "package/dist/quantangshi/error/poet.tang.0.json", [{"paragraphs": ["錯。"]}])
     poems, _ = build_poems(tgz)
     assert poems.texts() == ["鹅鹅鹅，曲项向天歌。"]
+
+
+def test_two_unnamed_folders_of_tang_files_are_ambiguous(tmp_path):
+    write_corpus(tmp_path / "a", [["一首詩，在此。"]])
+    write_corpus(tmp_path / "b", [["一首詩，在此。"]])
+    with pytest.raises(TangpoemError, match="several folders.*a, b"):
+        list(read_poems(tmp_path))
 
 
 @pytest.mark.parametrize(
