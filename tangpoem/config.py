@@ -86,7 +86,8 @@ FIELD_TYPES = {f.name: f.type for f in fields(Config)}
 
 def resolve_config_path(name: str) -> Path:
     """`cpu`, `cpu.toml`, `configs/cpu.toml` and any path to a TOML file all work."""
-    candidates = [Path(name), CONFIG_DIR / name, CONFIG_DIR / f"{name}.toml"]
+    dirs = [CONFIG_DIR, Path("configs")]  # the checkout's configs/, or the current directory's
+    candidates = [Path(name)] + [d / n for d in dirs for n in (name, f"{name}.toml")]
     for path in candidates:
         if path.is_file():
             return path
