@@ -177,3 +177,22 @@ def test_stats_prints_counts_and_forms(tang_npz, capsys):
     out = capsys.readouterr().out
     for word in ("poems", "vocabulary", "p50", "五绝", "七绝", "五律", "七律", "other", "padding"):
         assert word in out
+
+
+def test_build_from_a_missing_source_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["build", "--source", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_build_command_writes_a_loadable_npz(tmp_path, capsys):
+    from tests.conftest import write_corpus
+
+    source = write_corpus(tmp_path / "src", [["床前明月光，疑是地上霜。"], ["白日依山盡，黃河入海流。"]])
+    out = tmp_path / "sub" / "tang_poem.npz"
+    assert main(["build", "--source", str(source), "--out", str(out), "--maxlen", "16"]) == 0
+    assert "kept 2" in capsys.readouterr().out
+    poems = load_npz(out)
+    assert poems.data.shape == (2, 16) and poems.texts()[1] == "白日依山尽，黄河入海流。"
+    assert [p.name for p in out.parent.iterdir()] == ["tang_poem.npz"]  # no temporary file left behind
