@@ -7,6 +7,7 @@ a git clone's `全唐诗/`, or the shared copy), or the npm tarball `chinese-poe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -118,7 +119,10 @@ def _read_tarball(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def read_poems(source: str | Path) -> Iterator[dict]:
-    """Every poem of the Tang files under `source` (directory or tarball), in file order."""
+    """Every poem of the Tang files under `source` (directory or tarball), in file order.
+
+    A wrong source fails here, before the caller starts reading (and before any progress bar).
+    """
     source = Path(source)
     if source.is_dir():
         files = _read_directory(source)
@@ -129,6 +133,11 @@ def read_poems(source: str | Path) -> Iterator[dict]:
             f"corpus source {source} does not exist; give a directory or {TARBALL_NAME}, "
             "or leave out --source to download it"
         )
+    first = next(files)
+    return _parse(itertools.chain([first], files), source)
+
+
+def _parse(files: Iterator[tuple[str, bytes]], source: Path) -> Iterator[dict]:
     for name, raw in files:
         try:
             poems = json.loads(raw)
