@@ -1,0 +1,349 @@
+"""Training-step speed: tangpoem (Paddle) against a PyTorch reference of the identical network.
+
+    python benchmarks/bench_train.py --data work/tang_poem.npz            # full run (~10 min)
+    python benchmarks/bench_train.py --data work/tang_poem.npz --quick    # smoke test (~1 min)
+
+Each (framework, network, batch) runs in its own subprocess, so peak RSS is that framework's own,
+and the two frameworks alternate (paddle, torch, torch, paddle, ... with --rounds) so a load spike on
+this shared machine hits both. One step is what tangpoem's trainer does: `loss.sequence_loss` (forward
++ masked cross-entropy), backward, global-norm clip 1.0, Adam 1e-3; PyTorch does the same with
+`nn.Embedding -> nn.LSTM(batch_first) -> nn.Linear`.
+
+Reported per run:
+- tok/s: positions computed per second on random ids [batch, 124] with every position counted
+  (same work for both frameworks);
+- chars/s: real-corpus target characters learned per second (positions that count under
+  `dataset.target_mask`): tangpoem on its length-bucketed, trimmed batches; PyTorch on the
+  classic padded [batch, 124] rows;
+- useful share: counted targets / computed positions over a whole epoch of the train split, for
+  tangpoem's bucketed batches and for the classic padded layout;
+- peak RSS of each worker process.
+PyTorch is an optional benchmark dependency: `pip install torch==2.13.0` (the pinned CPU wheel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SEQ = 124  # the classic rows: 125 tokens -> 124 (input, target) positions
+
+
+@dataclass
+class Net:
+    name: str
+    embedding_dim: int
+    hidden_dim: int
+    num_layers: int
+
+
+SEED_NET = Net("seed 256/3x512", 256, 512, 3)
+
+
+def load_cpu_net() -> list[Net]:
+    """The small networks: configs/cpu.toml's when it exists, and 128/1x256 + 128/2x256 otherwise."""
+    path = Path(__file__).resolve().parent.parent / "configs" / "cpu.toml"
+    if path.is_file():
+        import tomllib
+
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        e, h, n = values.get("embedding_dim", 256), values.get("hidden_dim", 512), values.get("num_layers", 3)
+        return [Net(f"cpu.toml {e}/{n}x{h}", e, h, n)]
+    return [Net("small 128/1x256", 128, 256, 1), Net("small 128/2x256", 128, 256, 2)]
+
+
+def load(path: str):
+    from tangpoem.data import load_npz
+
+    return load_npz(path)
+
+
+def padded_batches(poems, batch_size: int, count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Classic rows (left-padded to 124) as the tutorial feeds them, a random sample of `count` batches."""
+    rows = poems.data[~poems.heldout].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        idx = rng.choice(len(rows), batch_size, replace=False)
+        out.append((rows[idx, :-1], rows[idx, 1:]))
+    return out
+
+
+def bucketed_batches(poems, batch_size: int, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` of tangpoem's own batches (make_loader, bucketed + trimmed), picked at evenly spaced
+    quantiles of their length so the sample's mean length matches the epoch's."""
+    from tangpoem.dataset import make_loader
+
+    loader, _ = make_loader(poems, "train", batch_size, batching="bucket", shuffle=True, seed=0)
+    batches = [(np.asarray(x), np.asarray(y)) for x, y in loader]
+    batches = [b for b in batches if b[0].shape[0] == batch_size] or batches
+    batches.sort(key=lambda b: b[0].shape[1])
+    picks = np.linspace(0, len(batches) - 1, count + 2)[1:-1].round().astype(int) if count < len(batches) else None
+    return [batches[i] for i in picks] if picks is not None else batches
+
+
+def useful_share(poems, batch_size: int, batching: str) -> tuple[float, float]:
+    """(counted targets / computed positions, mean computed length) over one epoch of the train split."""
+    from tangpoem.dataset import make_loader, target_mask
+
+    loader, _ = make_loader(poems, "train", batch_size, batching=batching, shuffle=True, seed=0)
+    useful = computed = 0
+    lengths = []
+    for _, y in loader:
+        y = np.asarray(y)
+        useful += int(target_mask(y, poems.pad_id, poems.start_id).sum())
+        computed += y.size
+        lengths.append(y.shape[1])
+    return useful / computed, float(np.mean(lengths))
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def timed(step, batches, warmup: int) -> tuple[list[float], int]:
+    """Run `warmup` untimed steps, then time one step per batch; returns (seconds each, counted)."""
+    for x, y, m in batches[:warmup]:
+        step(x, y, m)
+    times, counted = [], 0
+    for x, y, m in batches[warmup:]:
+        t0 = time.perf_counter()
+        step(x, y, m)
+        times.append(time.perf_counter() - t0)
+        counted += int(m.sum())
+    return times, counted
+
+
+def synthetic(vocab: int, batch_size: int, count: int, reserved: int = 3):
+    """Random ids below the three special tokens, every position counted."""
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(count):
+        ids = rng.integers(0, vocab - reserved, size=(batch_size, SEQ + 1), dtype=np.int64)
+        out.append((ids[:, :-1], ids[:, 1:], np.ones((batch_size, SEQ), dtype=bool)))
+    return out
+
+
+def with_mask(batches, poems):
+    from tangpoem.dataset import target_mask
+
+    return [(x, y, target_mask(y, poems.pad_id, poems.start_id)) for x, y in batches]
+
+
+def paddle_worker(args) -> dict:
+    import paddle
+
+    from tangpoem.device import set_threads
+    from tangpoem.loss import sequence_loss
+    from tangpoem.model import ModelConfig, PoetryModel
+
+    set_threads(args.threads)
+    paddle.seed(0)
+    poems = load(args.data)
+    cfg = ModelConfig(poems.vocab_size, args.embedding_dim, args.hidden_dim, args.num_layers)
+    model = PoetryModel(cfg)
+    opt = paddle.optimizer.Adam(1e-3, parameters=model.parameters(), grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    fast = not args.plain
+
+    def step(x, y, m):
+        loss, _ = sequence_loss(model, paddle.to_tensor(x), paddle.to_tensor(y), paddle.to_tensor(m), fast=fast)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        loss.item()  # wait for the step, as the trainer's logging does
+
+    n = args.warmup + args.steps
+    syn_times, syn_counted = timed(step, synthetic(poems.vocab_size, args.batch_size, n), args.warmup)
+    real = with_mask(bucketed_batches(poems, args.batch_size, n), poems)
+    real_times, real_counted = timed(step, real, args.warmup)
+    return result(args, syn_times, real_times, real_counted, [x.shape[1] for x, _, _ in real[args.warmup :]])
+
+
+def torch_worker(args) -> dict:
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    poems = load(args.data)
+    V, E, H, L = poems.vocab_size, args.embedding_dim, args.hidden_dim, args.num_layers
+
+    class Ref(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = nn.Embedding(V, E)
+            self.lstm = nn.LSTM(E, H, L, batch_first=True)
+            self.linear = nn.Linear(H, V)
+
+        def forward(self, x):
+            out, _ = self.lstm(self.embeddings(x))
+            return self.linear(out.reshape(-1, H))
+
+    model = Ref()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+
+    def step(x, y, m):
+        logits = model(torch.from_numpy(x))
+        w = torch.from_numpy(m).reshape(-1).float()
+        per = nn.functional.cross_entropy(logits, torch.from_numpy(y).reshape(-1), reduction="none")
+        loss = (per * w).sum() / w.sum().clamp(min=1.0)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss.item()
+
+    n = args.warmup + args.steps
+    syn_times, _ = timed(step, synthetic(V, args.batch_size, n), args.warmup)
+    # the classic layout: the same [batch, 124] work, but most targets are padding
+    real = with_mask(padded_batches(poems, args.batch_size, n), poems)
+    real_times, real_counted = timed(step, real, args.warmup)
+    return result(args, syn_times, real_times, real_counted, [SEQ] * args.steps)
+
+
+def result(args, syn_times, real_times, real_counted, real_lengths) -> dict:
+    med = statistics.median(syn_times)
+    return {
+        "framework": args.worker,
+        "step_s": med,
+        "tok_s": args.batch_size * SEQ / med,
+        "chars_s": real_counted / sum(real_times),
+        "real_mean_len": float(np.mean(real_lengths)),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_worker(framework: str, net: Net, batch_size: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", framework, "--data", args.data, "--threads", str(args.threads)]
+    cmd += ["--batch-size", str(batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--embedding-dim", str(net.embedding_dim), "--hidden-dim", str(net.hidden_dim)]
+    cmd += ["--num-layers", str(net.num_layers)] + (["--plain"] if args.plain else [])
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"{framework} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def load_avg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def versions() -> str:
+    out = [f"python {platform.python_version()}"]
+    for mod in ("paddle", "torch", "numpy"):
+        try:
+            v = subprocess.run(
+                [sys.executable, "-c", f"import {mod}; print({mod}.__version__)"], capture_output=True, text=True
+            ).stdout.strip()
+        except OSError:
+            v = "?"
+        out.append(f"{mod} {v or 'missing'}")
+    return ", ".join(out)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="work/tang_poem.npz", help="npz from `python -m tangpoem.data build`")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per phase (median / sum)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="repeat each pair, alternating which goes first")
+    p.add_argument("--batch-sizes", default="32,128")
+    p.add_argument("--nets", default="seed,small", help="seed and/or small (configs/cpu.toml when present)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 steps, 1 warm-up, batch 8, small net")
+    p.add_argument("--plain", action="store_true", help="tangpoem's plain (unfused) path, for comparison")
+    p.add_argument("--frameworks", default="paddle,torch")
+    # worker-only
+    p.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
+    p.add_argument("--embedding-dim", type=int, default=256, help=argparse.SUPPRESS)
+    p.add_argument("--hidden-dim", type=int, default=512, help=argparse.SUPPRESS)
+    p.add_argument("--num-layers", type=int, default=3, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        out = (paddle_worker if args.worker == "paddle" else torch_worker)(args)
+        print(json.dumps(out))
+        return 0
+
+    if args.quick:
+        args.steps, args.warmup, args.batch_sizes, args.nets = 2, 1, "8", "small"
+    if not Path(args.data).is_file():
+        sys.exit(f"{args.data} not found; build it with `python -m tangpoem.data build --out {args.data}`")
+    frameworks = args.frameworks.split(",")
+    nets = ([SEED_NET] if "seed" in args.nets else []) + (load_cpu_net() if "small" in args.nets else [])
+    if args.quick:
+        nets = [Net("tiny 32/1x64", 32, 64, 1)]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    print(f"# bench_train  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  host {platform.node()}")
+    print(f"# cpu: {cpu_name()} x{os.cpu_count()}; threads {args.threads}; {versions()}")
+    print(f"# steps {args.steps} timed after {args.warmup} warm-up, rounds {args.rounds}; seq {SEQ}")
+    print(f"# load average at start: {load_avg()}")
+
+    poems = load(args.data)
+    print(f"# corpus: {args.data}: {len(poems.data):,} poems, vocab {poems.vocab_size:,}")
+    print("\n## useful (counted) target positions / computed positions, one epoch of the train split")
+    shares = {}
+    for b in batch_sizes:
+        bucket, blen = useful_share(poems, b, "bucket")
+        padded, _ = useful_share(poems, b, "padded")
+        shares[b] = (bucket, padded)
+        print(f"batch {b:4d}: tangpoem bucketed {bucket:6.1%} (mean length {blen:5.1f})   classic padded {padded:6.1%}")
+
+    print("\n## training step (median); chars/s = real-corpus targets learned per second")
+    header = (
+        f"{'network':22s} {'batch':>5s} {'paddle tok/s':>12s} {'torch tok/s':>11s} {'ratio':>6s} "
+        f"{'paddle chars/s':>14s} {'torch chars/s':>13s} {'ratio':>6s} {'paddle RSS':>10s} {'torch RSS':>9s}  load"
+    )
+    print(header)
+    for net in nets:
+        for b in batch_sizes:
+            runs: dict[str, list[dict]] = {f: [] for f in frameworks}
+            for r in range(args.rounds):
+                for f in frameworks if r % 2 == 0 else frameworks[::-1]:
+                    runs[f].append(run_worker(f, net, b, args))
+
+            def med(f, key, runs=runs):
+                return statistics.median(x[key] for x in runs[f]) if runs.get(f) else float("nan")
+
+            pt, tt = med("paddle", "tok_s"), med("torch", "tok_s")
+            pc, tc = med("paddle", "chars_s"), med("torch", "chars_s")
+            pr = max((x["peak_rss_gb"] for x in runs.get("paddle", [])), default=float("nan"))
+            tr = max((x["peak_rss_gb"] for x in runs.get("torch", [])), default=float("nan"))
+            print(
+                f"{net.name:22s} {b:5d} {pt:12,.0f} {tt:11,.0f} {pt / tt:6.2f} {pc:14,.0f} {tc:13,.0f} "
+                f"{pc / tc:6.2f} {pr:8.2f}GB {tr:7.2f}GB  {load_avg()}",
+                flush=True,
+            )
+    print(f"\n# load average at end: {load_avg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
