@@ -1,0 +1,122 @@
+"""The fast training path (fastlstm + masked fused output layer) computes what the plain model computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+from tangpoem import fastlstm
+from tangpoem.checkpoint import load_checkpoint, save_checkpoint
+from tangpoem.data import PoemData
+from tangpoem.dataset import make_loader, target_mask
+from tangpoem.loss import sequence_loss
+from tangpoem.model import ModelConfig, PoetryModel
+
+VOCAB = 40
+
+
+def tiny_model(seed: int = 0, layers: int = 2) -> PoetryModel:
+    paddle.seed(seed)
+    return PoetryModel(ModelConfig(VOCAB, embedding_dim=12, hidden_dim=16, num_layers=layers))
+
+
+def batch(seed: int = 0, b: int = 4, t: int = 11):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, VOCAB, size=(b, t + 1))
+    mask = rng.random((b, t)) > 0.3
+    mask[:, 0] = False  # like left padding: a column that counts nowhere
+    return paddle.to_tensor(ids[:, :-1]), paddle.to_tensor(ids[:, 1:]), paddle.to_tensor(mask)
+
+
+def loss_and_grads(model: PoetryModel, fast: bool, masked: bool = True):
+    x, y, m = batch()
+    loss, count = sequence_loss(model, x, y, m if masked else None, fast=fast)
+    loss.backward()
+    grads = {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
+    model.clear_gradients()
+    return loss.item(), count, grads
+
+
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_fast_loss_and_gradients_match_the_plain_computation(masked, layers):
+    model = tiny_model(layers=layers)
+    plain_loss, plain_count, plain_grads = loss_and_grads(model, fast=False, masked=masked)
+    fast_loss, fast_count, fast_grads = loss_and_grads(model, fast=True, masked=masked)
+    assert fast_count == plain_count
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert set(fast_grads) == set(plain_grads)
+    for name, g in plain_grads.items():
+        np.testing.assert_allclose(fast_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_fast_lstm_outputs_match_nn_lstm():
+    model = tiny_model(layers=3)
+    x, _, _ = batch()
+    ref, _ = model.lstm(model.embeddings(x))  # batch-first
+    fast = model.hidden_states(x)  # time-major
+    np.testing.assert_allclose(fast.transpose([1, 0, 2]).numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_cross_entropy_matches_across_chunks(monkeypatch):
+    monkeypatch.setattr(fastlstm, "CE_CHUNK_ROWS", 7)  # 4 x 11 rows -> several chunks, one partial
+    model = tiny_model()
+    plain_loss, _, plain_grads = loss_and_grads(model, fast=False, masked=False)
+    fast_loss, _, fast_grads = loss_and_grads(model, fast=True, masked=False)
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-5)
+    for name in ("linear.weight", "linear.bias", "embeddings.weight"):
+        np.testing.assert_allclose(fast_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+    with paddle.no_grad():  # evaluation: loss only
+        x, y, m = batch()
+        assert sequence_loss(model, x, y, m)[0].item() == pytest.approx(
+            sequence_loss(model, x, y, m, fast=False)[0].item(), rel=1e-5
+        )
+
+
+def test_nothing_to_count_gives_zero_loss():
+    model = tiny_model()
+    x, y, m = batch()
+    loss, count = sequence_loss(model, x, y, paddle.zeros_like(m))
+    assert count == 0 and loss.item() == 0.0
+    loss.backward()  # and still differentiable
+
+
+def test_fast_trained_checkpoint_loads_in_the_plain_model_with_identical_logits(tmp_path):
+    model = tiny_model(seed=3)
+    opt = paddle.optimizer.Adam(1e-2, parameters=model.parameters())
+    first = None
+    for step in range(5):
+        x, y, m = batch(seed=step)
+        loss, _ = sequence_loss(model, x, y, m)
+        first = first if first is not None else loss.item()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    assert loss.item() < first  # it learned something
+    path = tmp_path / "model.params.1"
+    save_checkpoint(path, model, [f"w{i}" for i in range(VOCAB)])
+    plain = load_checkpoint(path).build_model()
+    assert set(plain.state_dict()) == set(model.state_dict())
+    model.eval()
+    x, _, _ = batch(seed=9)
+    state = model.zero_state(4)
+    want_logits, (want_h, want_c) = model(x, state)
+    got_logits, (got_h, got_c) = plain(x, state)
+    assert got_logits.shape == [4 * 11, VOCAB] and got_h.shape == [2, 4, 16]
+    np.testing.assert_array_equal(got_logits.numpy(), want_logits.numpy())
+    np.testing.assert_array_equal(got_c.numpy(), want_c.numpy())
+
+
+def test_bucketed_batches_compute_almost_only_useful_positions(built_corpus):
+    poems, _ = built_corpus
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(len(poems.data), 3000, replace=False))  # a small sample of the real corpus
+    sample = PoemData(poems.data[pick], poems.ix2word, poems.heldout[pick], poems.lengths[pick])
+    loader, _ = make_loader(sample, "train", batch_size=32, batching="bucket", seed=0)
+    useful = computed = 0
+    for _, y in loader:
+        y = y.numpy()
+        useful += int(target_mask(y, sample.pad_id, sample.start_id).sum())
+        computed += y.size
+    assert useful / computed >= 0.95
