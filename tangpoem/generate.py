@@ -417,7 +417,8 @@ class Poet:
                 raise TangpoemError(f"the start words '{words}' go on after the poem's last line ('{words[i:]}')")
             why = rules.check(st, token)
             if why:
-                raise TangpoemError(f"the start words '{words}' do not fit: {why}")
+                hint = "change --start-words, or pass --start-words '' to let the model begin"
+                raise TangpoemError(f"the start words '{words}' do not fit: {why}; {hint}")
             rules.advance(st, token)
 
     def _poem(self, st: PoemState, seed: int) -> Poem:
