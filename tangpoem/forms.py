@@ -7,8 +7,8 @@ the poem written so far, so they hold for any weights: a form is enforced, not h
 
 The shape of every poem:
 - a line (句) is a run of Chinese characters closed by one punctuation mark;
-- line 1, 3, 5, ... end in '，'; line 2, 4, ... end in '。' (forms, acrostic) or one of '。？！'
-  (free continuation, the model picks); no other punctuation, no special token inside the text;
+- line 1, 3, 5, ... end in '，'; line 2, 4, ... end in '。' (forms, --line-length/--lines, acrostic)
+  or one of '。？！' (free continuation, the model picks); no other punctuation, no special token inside the text;
 - every line has the length of the first one (given by the form or --line-length, else chosen by
   the model within MIN_LINE..MAX_LINE);
 - the poem ends after its last line when the number of lines is known (form, --lines, acrostic),
@@ -236,7 +236,6 @@ class Rules:
         heads: list[int] | None = None,
         rhyme: bool = False,
         max_len: int = 200,
-        free_punct: bool = True,
     ):
         self.c = classes
         self.line_length = shape.line_length
@@ -247,8 +246,10 @@ class Rules:
             raise TangpoemError(f"{len(heads)} head characters but {what} has only {self.lines} lines")
         self.rhyme = rhyme
         self.max_len = max_len
-        # Forms and acrostics alternate '，'/'。' strictly; free continuation may close a couplet with ？ or ！.
-        self.even_ends = SENTENCE_ENDS if free_punct and not shape.name and not heads else (STOP,)
+        # Forms, --line-length/--lines and acrostics alternate '，'/'。' strictly; free continuation
+        # may close a couplet with ？ or ！ as well.
+        free = shape.line_length is None and shape.lines is None and not heads
+        self.even_ends = SENTENCE_ENDS if free else (STOP,)
 
     def new_state(self) -> PoemState:
         return PoemState(line_length=self.line_length)
