@@ -2,7 +2,7 @@
 
 The decoder asks `Rules.next(state)` before every character of every poem and gets either one
 token id it must take (an acrostic head, the punctuation at the end of a line, <EOP> after the last
-line) or a boolean mask over the vocabulary of what it may sample from. The rules only ever look at
+line) or the sorted ids of the tokens it may sample from. The rules only ever look at
 the poem written so far, so they hold for any weights: a form is enforced, not hoped for.
 
 The shape of every poem:
@@ -155,7 +155,7 @@ def level_rhymes(ch: str) -> frozenset[str]:
 
 
 class VocabClasses:
-    """Masks over one vocabulary: Chinese characters, each line-end mark, rhyme groups (lazily)."""
+    """Token classes of one vocabulary: Chinese characters, each line-end mark, rhyme groups (lazily)."""
 
     def __init__(self, vocab: list[str]):
         self.vocab = vocab
@@ -173,10 +173,10 @@ class VocabClasses:
         self._rhymes: list[frozenset[str]] | None = None
 
     def mask(self, text: bool = False, punct: tuple[str, ...] = (), eop: bool = False, rhyme=None) -> np.ndarray:
-        """The allowed set, cached: built once per kind, shared read-only by every poem and step."""
+        """The allowed token ids, sorted, cached: built once per kind, shared read-only by every poem."""
         key = (text, punct, eop, rhyme)
-        m = self._masks.get(key)
-        if m is None:
+        ids = self._masks.get(key)
+        if ids is None:
             m = np.zeros(self.size, dtype=bool)
             if text:
                 m |= self.text if rhyme is None else self._rhyme_mask(rhyme)
@@ -185,9 +185,10 @@ class VocabClasses:
                     m[self.punct[p]] = True
             if eop:
                 m[self.eop] = True
-            m.flags.writeable = False
-            self._masks[key] = m
-        return m
+            ids = np.flatnonzero(m)
+            ids.flags.writeable = False
+            self._masks[key] = ids
+        return ids
 
     def rhymes(self, token: int) -> frozenset[str]:
         if self._rhymes is None:
@@ -260,7 +261,7 @@ class Rules:
         return (COMMA,) if st.lines_done % 2 == 0 else self.even_ends
 
     def next(self, st: PoemState) -> int | np.ndarray:
-        """The one token the poem must take next, or the mask of tokens it may take."""
+        """The one token the poem must take next, or the sorted ids of the tokens it may take."""
         c = self.c
         if st.line_len == 0:  # at the start of a line
             if self.lines is not None and st.lines_done >= self.lines:
@@ -290,9 +291,11 @@ class Rules:
         """Why a given (not sampled) token breaks the rules, or None. Given text may close its first
         line at any length and use any of ，。？！ in free continuation."""
         allowed = self.next(st)
-        if isinstance(allowed, np.ndarray) and allowed[token]:
-            return None
-        if not isinstance(allowed, np.ndarray) and allowed == token:
+        if isinstance(allowed, np.ndarray):
+            at = int(np.searchsorted(allowed, token))
+            if at < len(allowed) and allowed[at] == token:
+                return None
+        elif allowed == token:
             return None
         w = self.c.vocab[token]
         line = st.lines_done + 1

@@ -219,20 +219,34 @@ def test_greedy_ignores_seed(poet: Poet) -> None:
 # ---------------------------------------------------------------- sampler and input
 
 
-def test_sampler_masks_top_k_top_p() -> None:
+def test_sampler_allowed_top_k_top_p() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 50)).astype(np.float32)
-    masks = np.ones((3, 50), dtype=bool)
-    masks[:, :10] = False
-    best = np.where(masks, logits, -np.inf).argmax(1)
+    allowed = [np.arange(10, 50)] * 3
+    best = logits[:, 10:].argmax(1) + 10
     rngs = [np.random.default_rng(i) for i in range(3)]
     for kw in (dict(temperature=0, top_k=0, top_p=1.0), dict(temperature=1, top_k=1, top_p=1.0)):
-        assert (sample(logits, masks, [[]] * 3, rngs, **kw) == best).all()
-    assert (sample(logits, masks, [[]] * 3, rngs, temperature=1, top_k=0, top_p=1e-6) == best).all()
-    many = [sample(logits, masks, [[]] * 3, rngs, 1.5, 0, 1.0) for _ in range(200)]
-    assert np.concatenate(many).min() >= 10  # masked tokens never drawn
+        assert (sample(logits, allowed, [[]] * 3, rngs, **kw) == best).all()
+    assert (sample(logits, allowed, [[]] * 3, rngs, temperature=1, top_k=0, top_p=1e-6) == best).all()
+    many = np.concatenate([sample(logits, allowed, [[]] * 3, rngs, 1.5, 0, 1.0) for _ in range(200)])
+    assert many.min() >= 10 and len(set(many.tolist())) > 20  # only allowed tokens, and many of them
+    top3 = np.argsort(-logits[:, 10:], axis=1)[:, :3] + 10
+    drawn = np.stack([sample(logits, allowed, [[]] * 3, rngs, 1.0, 3, 1.0) for _ in range(100)], axis=1)
+    assert all(set(drawn[r].tolist()) <= set(top3[r].tolist()) for r in range(3))
     banned = [[int(b)] for b in best]
-    assert (sample(logits, masks, banned, rngs, 0, 0, 1.0) != best).all()
+    assert (sample(logits, allowed, banned, rngs, 0, 0, 1.0) != best).all()
+
+
+def test_nucleus_matches_full_sort() -> None:
+    from tangpoem.generate import _nucleus
+
+    rng = np.random.default_rng(1)
+    for scale in (0.1, 1.0, 5.0):  # flat to peaked: the candidate search widens or not
+        p = np.exp(rng.normal(size=9000) * scale)
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")
+        want = order[: int(np.searchsorted(np.cumsum(p[order]), 0.9)) + 1]
+        assert sorted(_nucleus(p, 0.9).tolist()) == sorted(want.tolist())
 
 
 def test_normalise() -> None:
