@@ -3,9 +3,9 @@
     python benchmarks/bench_train.py --data work/tang_poem.npz            # full run (~10 min)
     python benchmarks/bench_train.py --data work/tang_poem.npz --quick    # smoke test (~1 min)
 
-Each (framework, network, batch) runs in its own subprocess, so peak RSS is that framework's own,
-and the two frameworks alternate (paddle, torch, torch, paddle, ... with --rounds) so a load spike on
-this shared machine hits both. One step is what tangpoem's trainer does: `loss.sequence_loss` (forward
+Each framework runs in its own subprocess, so peak RSS is that framework's own, and the driver
+alternates their steps one by one (paddle, torch, torch, paddle, ...), so a load spike on this
+shared machine hits both. One step is what tangpoem's trainer does: `loss.sequence_loss` (forward
 + masked cross-entropy), backward, global-norm clip 1.0, Adam 1e-3; PyTorch does the same with
 `nn.Embedding -> nn.LSTM(batch_first) -> nn.Linear`.
 
@@ -31,6 +31,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -112,17 +113,19 @@ def useful_share(poems, batch_size: int, batching: str) -> tuple[float, float]:
 # --------------------------------------------------------------------------- workers
 
 
-def timed(step, batches, warmup: int) -> tuple[list[float], int]:
-    """Run `warmup` untimed steps, then time one step per batch; returns (seconds each, counted)."""
-    for x, y, m in batches[:warmup]:
-        step(x, y, m)
-    times, counted = [], 0
-    for x, y, m in batches[warmup:]:
+def serve(step, phases: dict[str, list]) -> None:
+    """Worker loop: the driver sends `PHASE INDEX` lines, gets back `seconds counted` for that one step,
+    so the two frameworks' steps interleave in time; `done` answers with the peak RSS."""
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "done":
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, flush=True)
+            return
+        x, y, m = phases[cmd[0]][int(cmd[1])]
         t0 = time.perf_counter()
         step(x, y, m)
-        times.append(time.perf_counter() - t0)
-        counted += int(m.sum())
-    return times, counted
+        print(time.perf_counter() - t0, int(m.sum()), x.shape[1], flush=True)
 
 
 def synthetic(vocab: int, batch_size: int, count: int, reserved: int = 3):
@@ -164,10 +167,8 @@ def paddle_worker(args) -> dict:
         loss.item()  # wait for the step, as the trainer's logging does
 
     n = args.warmup + args.steps
-    syn_times, syn_counted = timed(step, synthetic(poems.vocab_size, args.batch_size, n), args.warmup)
     real = with_mask(bucketed_batches(poems, args.batch_size, n), poems)
-    real_times, real_counted = timed(step, real, args.warmup)
-    return result(args, syn_times, real_times, real_counted, [x.shape[1] for x, _, _ in real[args.warmup :]])
+    serve(step, {"syn": synthetic(poems.vocab_size, args.batch_size, n), "real": real})
 
 
 def torch_worker(args) -> dict:
@@ -205,38 +206,80 @@ def torch_worker(args) -> dict:
         loss.item()
 
     n = args.warmup + args.steps
-    syn_times, _ = timed(step, synthetic(V, args.batch_size, n), args.warmup)
-    # the classic layout: the same [batch, 124] work, but most targets are padding
+    # "real": the classic layout, the same [batch, 124] work as "syn" but most targets are padding
     real = with_mask(padded_batches(poems, args.batch_size, n), poems)
-    real_times, real_counted = timed(step, real, args.warmup)
-    return result(args, syn_times, real_times, real_counted, [SEQ] * args.steps)
+    serve(step, {"syn": synthetic(V, args.batch_size, n), "real": real})
 
 
-def result(args, syn_times, real_times, real_counted, real_lengths) -> dict:
-    med = statistics.median(syn_times)
-    return {
-        "framework": args.worker,
-        "step_s": med,
-        "tok_s": args.batch_size * SEQ / med,
-        "chars_s": real_counted / sum(real_times),
-        "real_mean_len": float(np.mean(real_lengths)),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }
+class Worker:
+    """One framework in its own process (so its peak RSS is its own), stepped by the driver."""
+
+    def __init__(self, framework: str, net: Net, batch_size: int, args):
+        cmd = [sys.executable, __file__, "--worker", framework, "--data", args.data, "--threads", str(args.threads)]
+        cmd += ["--batch-size", str(batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd += ["--embedding-dim", str(net.embedding_dim), "--hidden-dim", str(net.hidden_dim)]
+        cmd += ["--num-layers", str(net.num_layers)] + (["--plain"] if args.plain else [])
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        self.framework = framework
+        self.stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty worker cannot block
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env
+        )
+        self.times: dict[str, list[float]] = {"syn": [], "real": []}
+        self.counted: dict[str, int] = {"syn": 0, "real": 0}
+        self.lengths: list[int] = []
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            sys.exit(f"{self.framework} worker failed:\n{self.stderr.read()[-3000:]}")
+        return line
+
+    def wait_ready(self) -> None:
+        while self._read().strip() != "ready":
+            pass
+
+    def step(self, phase: str, i: int, timed: bool) -> None:
+        self.proc.stdin.write(f"{phase} {i}\n")
+        self.proc.stdin.flush()
+        seconds, counted, length = self._read().split()
+        if timed:
+            self.times[phase].append(float(seconds))
+            self.counted[phase] += int(counted)
+            if phase == "real":
+                self.lengths.append(int(length))
+
+    def finish(self) -> float:
+        self.proc.stdin.write("done\n")
+        self.proc.stdin.flush()
+        peak = float(self._read())
+        self.proc.wait()
+        return peak
 
 
-# --------------------------------------------------------------------------- driver
-
-
-def run_worker(framework: str, net: Net, batch_size: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", framework, "--data", args.data, "--threads", str(args.threads)]
-    cmd += ["--batch-size", str(batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    cmd += ["--embedding-dim", str(net.embedding_dim), "--hidden-dim", str(net.hidden_dim)]
-    cmd += ["--num-layers", str(net.num_layers)] + (["--plain"] if args.plain else [])
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"{framework} worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_pair(frameworks: list[str], net: Net, batch_size: int, args) -> dict[str, dict]:
+    """Start one worker per framework, then alternate their steps (order flipped every step)."""
+    workers = [Worker(f, net, batch_size, args) for f in frameworks]
+    for w in workers:
+        w.wait_ready()
+    for phase in ("syn", "real"):
+        for i in range(args.warmup + args.steps):
+            for w in workers if i % 2 == 0 else workers[::-1]:
+                # idle OpenMP threads of the other process spin for a while (Intel OpenMP: 200 ms) and
+                # would steal a core from this step: let them go to sleep first
+                time.sleep(args.gap)
+                w.step(phase, i, timed=i >= args.warmup)
+    out = {}
+    for w in workers:
+        med = statistics.median(w.times["syn"])
+        out[w.framework] = {
+            "tok_s": batch_size * SEQ / med,
+            "chars_s": w.counted["real"] / sum(w.times["real"]),
+            "real_len": float(np.mean(w.lengths)),
+            "rss": w.finish(),
+        }
+    return out
 
 
 def load_avg() -> str:
@@ -272,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps per phase (median / sum)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=1, help="repeat each pair, alternating which goes first")
+    p.add_argument("--gap", type=float, default=0.5, help="seconds of rest before each step (see run_pair)")
     p.add_argument("--batch-sizes", default="32,128")
     p.add_argument("--nets", default="seed,small", help="seed and/or small (configs/cpu.toml when present)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 steps, 1 warm-up, batch 8, small net")
@@ -303,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# bench_train  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC  host {platform.node()}")
     print(f"# cpu: {cpu_name()} x{os.cpu_count()}; threads {args.threads}; {versions()}")
-    print(f"# steps {args.steps} timed after {args.warmup} warm-up, rounds {args.rounds}; seq {SEQ}")
+    print(f"# steps {args.steps} timed after {args.warmup} warm-up; steps of the two frameworks alternate; seq {SEQ}")
     print(f"# load average at start: {load_avg()}")
 
     poems = load(args.data)
@@ -324,18 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for net in nets:
         for b in batch_sizes:
-            runs: dict[str, list[dict]] = {f: [] for f in frameworks}
-            for r in range(args.rounds):
-                for f in frameworks if r % 2 == 0 else frameworks[::-1]:
-                    runs[f].append(run_worker(f, net, b, args))
-
-            def med(f, key, runs=runs):
-                return statistics.median(x[key] for x in runs[f]) if runs.get(f) else float("nan")
-
-            pt, tt = med("paddle", "tok_s"), med("torch", "tok_s")
-            pc, tc = med("paddle", "chars_s"), med("torch", "chars_s")
-            pr = max((x["peak_rss_gb"] for x in runs.get("paddle", [])), default=float("nan"))
-            tr = max((x["peak_rss_gb"] for x in runs.get("torch", [])), default=float("nan"))
+            runs = run_pair(frameworks, net, b, args)
+            nan = {"tok_s": float("nan"), "chars_s": float("nan"), "rss": float("nan")}
+            pad, tor = runs.get("paddle", nan), runs.get("torch", nan)
+            pt, tt, pc, tc, pr, tr = pad["tok_s"], tor["tok_s"], pad["chars_s"], tor["chars_s"], pad["rss"], tor["rss"]
             print(
                 f"{net.name:22s} {b:5d} {pt:12,.0f} {tt:11,.0f} {pt / tt:6.2f} {pc:14,.0f} {tc:13,.0f} "
                 f"{pc / tc:6.2f} {pr:8.2f}GB {tr:7.2f}GB  {load_avg()}",
