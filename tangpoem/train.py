@@ -1,0 +1,407 @@
+"""Train the poem LSTM on the corpus npz, with checkpoints that can be resumed and generated from.
+
+    python -m tangpoem.train [-c configs/cpu.toml] [--max-minutes 15] [--resume latest] [--any-field ...]
+    python -m paddle.distributed.launch --nproc_per_node 2 "$(command -v python)" -m tangpoem.train ...
+
+Checkpoints (`tangpoem.checkpoint`: safetensors weights + JSON, and `PATH.trainer` for resuming):
+- `{model_prefix}.{N}` after epoch N is complete (1-based, as the tutorial's `model.params.N`);
+- `{model_prefix}.step{S}` when training stops inside an epoch: `--max-steps`, `--max-minutes`,
+  Ctrl-C (SIGINT) or SIGTERM. S is the global step. Each stop writes a new file and only then deletes
+  the older `.step*` files of the prefix, so an interrupted save always leaves the previous checkpoint.
+The metadata holds `epoch` (epochs completed), `step_in_epoch` (batches done in the next one),
+`global_step`, `world_size` and the whole training config; the trainer state holds the optimizer's
+state, the AMP scaler's and Paddle's RNG state. `--resume latest` picks the checkpoint of the prefix
+with the most steps. Batches depend only on (seed, epoch) and resuming skips the batches already done,
+so with a fixed `--seed` a stopped-and-resumed run ends with the same weights as an uninterrupted one.
+
+`--max-steps` counts global steps (a resumed run continues to the same total); `--max-minutes`
+counts this invocation's time. Exit status: 0 when training finished or stopped at a limit,
+130 when stopped by SIGINT or SIGTERM (after the checkpoint is written), 2 on bad input.
+A second Ctrl-C while stopping aborts at once.
+
+Data parallel: under `paddle.distributed.launch` each process trains on its share of every epoch's
+batches (the sampler's rank/world_size) and gradients are averaged by `paddle.DataParallel`; only
+rank 0 shows progress, logs and writes checkpoints. launch runs `training_script` with `python -u`
+only if it ends in `.py`; anything else it executes as a program, hence `"$(command -v python)" -m`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    # run as a script (`launch ... tangpoem/train.py`): keep tangpoem/data.py etc. from shadowing real modules
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import paddle  # noqa: E402
+
+from tangpoem.checkpoint import (  # noqa: E402
+    TRAINER_SUFFIX,
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+)
+from tangpoem.config import Config, add_config_args, config_from_args  # noqa: E402
+from tangpoem.data import PoemData, load_npz  # noqa: E402
+from tangpoem.dataset import make_loader, target_mask  # noqa: E402
+from tangpoem.device import setup_device  # noqa: E402
+from tangpoem.errors import TangpoemError, cli_main  # noqa: E402
+from tangpoem.evaluate import greedy_continue, heldout_loss  # noqa: E402
+from tangpoem.loss import sequence_loss  # noqa: E402
+from tangpoem.model import ModelConfig, PoetryModel  # noqa: E402
+
+SAMPLE_STARTS = ("床前明月光，", "春")  # greedy continuations logged every plot_every steps
+# Settings that decide which batch comes when: a mid-epoch resume with other values would not continue.
+BATCH_ORDER_FIELDS = ("batch_size", "batching", "seed")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: str  # the last checkpoint written ("" if none)
+    global_step: int
+    stopped_by: str = ""  # "", "max_steps", "max_minutes", "SIGINT", "SIGTERM"
+    losses: list[float] = field(default_factory=list)  # training loss of every step of this invocation
+
+
+class _LossLayer(paddle.nn.Layer):
+    """The model's training loss as one Layer, so paddle.DataParallel can wrap it.
+
+    sequence_loss's fast path does not go through model.forward; DataParallel prepares its gradient
+    all-reduce in its own forward, so the whole loss has to be that forward.
+    """
+
+    def __init__(self, model: PoetryModel, mask_padding: bool, pad_id: int, start_id: int):
+        super().__init__()
+        self.model = model
+        self.mask_padding = mask_padding
+        self.pad_id, self.start_id = pad_id, start_id
+
+    def forward(self, inputs, targets):
+        mask = target_mask(targets, self.pad_id, self.start_id) if self.mask_padding else None
+        loss, count = sequence_loss(self.model, inputs, targets, mask)
+        return loss, paddle.to_tensor(count)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (and its checkpoint)."""
+
+    def __init__(self) -> None:
+        self.signal = ""
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal:  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: stopping after this step with a checkpoint (again to abort)", file=sys.stderr)
+
+    @contextmanager
+    def installed(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+            yield self
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world_size); initialises the process group when started by paddle.distributed.launch."""
+    world_size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if world_size <= 1:
+        return 0, 1
+    import paddle.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_parallel_env()
+    return dist.get_rank(), dist.get_world_size()
+
+
+def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
+    return ModelConfig(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
+
+
+def _resume_path(cfg: Config) -> str:
+    if cfg.resume == "latest":
+        path = latest_checkpoint(cfg.model_prefix)
+        if path is None:
+            raise TangpoemError(
+                f"--resume latest: no resumable checkpoint {cfg.model_prefix}.* found; "
+                "check --model-prefix, or start without --resume"
+            )
+        return path
+    return cfg.resume
+
+
+def _check_resumable(ckpt, cfg: Config, poems: PoemData, mcfg: ModelConfig, world_size: int) -> None:
+    if ckpt.vocab != poems.ix2word:
+        raise TangpoemError(f"{ckpt.path} was trained on another vocabulary than {cfg.data_path}; use its data file")
+    if ckpt.model_config != mcfg:
+        raise TangpoemError(
+            f"{ckpt.path} holds a network {ckpt.model_config.to_dict()}, the config asks for {mcfg.to_dict()}; "
+            "resume with the checkpoint's network settings"
+        )
+    if ckpt.meta.get("step_in_epoch", 0):
+        old = ckpt.meta.get("config", {})
+        changed = [k for k in BATCH_ORDER_FIELDS if k in old and old[k] != getattr(cfg, k)]
+        if ckpt.meta.get("world_size", 1) != world_size:
+            changed.append("world_size")
+        if changed:
+            raise TangpoemError(
+                f"{ckpt.path} stopped inside an epoch; resuming it needs the same {', '.join(changed)} "
+                "(or resume from an epoch checkpoint)"
+            )
+
+
+def _remove_older_step_checkpoints(prefix: str, keep: str, global_step: int) -> None:
+    """Step checkpoints are superseded by any later checkpoint of the same prefix."""
+    base = Path(prefix)
+    pattern = re.compile(re.escape(base.name) + r"\.step(\d+)$")
+    for path in base.parent.glob(base.name + ".step*"):
+        m = pattern.match(path.name)
+        if m and int(m.group(1)) < global_step and str(path) != keep:
+            path.unlink(missing_ok=True)
+            Path(str(path) + TRAINER_SUFFIX).unlink(missing_ok=True)
+
+
+class _Logger:
+    """VisualDL + console, created on first use (rank 0 only)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.writer = None
+
+    def log(self, step: int, scalars: dict[str, float], samples: list[str]) -> None:
+        if self.writer is None:
+            from visualdl import LogWriter
+
+            run = f"{Path(self.cfg.model_prefix).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.writer = LogWriter(logdir=os.path.join(self.cfg.log_dir, run))
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag=tag, step=step, value=value)
+        for i, text in enumerate(samples):
+            self.writer.add_text(tag=f"sample/{i}", text_string=text, step=step)
+        self.writer.flush()
+        numbers = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in scalars.items())
+        from tqdm import tqdm
+
+        tqdm.write(f"step {step}  {numbers}")
+        for text in samples:
+            tqdm.write(f"  {text}")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def run_training(cfg: Config) -> TrainResult:
+    """The training loop; see the module docstring for checkpoints, stopping and resuming."""
+    from tqdm import tqdm
+
+    device = setup_device(cfg.use_gpu, cfg.num_threads, quiet=False)
+    if cfg.amp and device != "gpu":
+        raise TangpoemError("--amp (mixed precision) needs a CUDA GPU; Paddle runs on the CPU here: drop --amp")
+    if cfg.batching not in ("bucket", "padded"):
+        raise TangpoemError(f"batching must be 'bucket' or 'padded', not '{cfg.batching}'")
+    for name in ("batch_size", "epoch", "embedding_dim", "hidden_dim", "num_layers"):
+        if getattr(cfg, name) < 1:
+            raise TangpoemError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    rank, world_size = _distributed()
+    main_rank = rank == 0
+
+    poems = load_npz(cfg.data_path)
+    mcfg = model_config(cfg, poems.vocab_size)
+    ckpt = None
+    if cfg.resume:
+        ckpt = load_checkpoint(_resume_path(cfg))
+        _check_resumable(ckpt, cfg, poems, mcfg, world_size)
+
+    paddle.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    # fresh unique names: optimizer state keys derive from parameter names, and must match on resume
+    with paddle.utils.unique_name.guard():
+        model = PoetryModel(mcfg)
+        clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 else None
+        optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=model.parameters(), grad_clip=clip)
+    scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
+
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    if ckpt is not None:
+        state = load_trainer_state(ckpt.path)
+        model.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt.weights.items()})
+        optimizer.set_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if state.get("rng") is not None:
+            paddle.set_rng_state(state["rng"])
+        epoch = int(ckpt.meta.get("epoch", 0))
+        step_in_epoch = int(ckpt.meta.get("step_in_epoch", 0))
+        global_step = int(ckpt.meta.get("global_step", 0))
+        if main_rank:
+            print(f"resuming {ckpt.path}: epoch {epoch + 1}, step {global_step}", file=sys.stderr)
+
+    loss_layer = _LossLayer(model, cfg.mask_padding, poems.pad_id, poems.start_id)
+    trainer = paddle.DataParallel(loss_layer) if world_size > 1 else loss_layer
+    loader, sampler = make_loader(
+        poems, "train", cfg.batch_size, cfg.batching, shuffle=True, seed=cfg.seed, rank=rank, world_size=world_size
+    )
+    heldout_loader, heldout_sampler = make_loader(poems, "heldout", cfg.batch_size, "bucket", seed=cfg.seed)
+    logger = _Logger(cfg) if main_rank else None
+    result = TrainResult(checkpoint=ckpt.path if ckpt else "", global_step=global_step)
+    started = time.monotonic()
+    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+    window_loss, window_count = 0.0, 0
+
+    def save(path: str, epochs_done: int, in_epoch: int) -> None:
+        if main_rank:
+            meta = {
+                "epoch": epochs_done,
+                "step_in_epoch": in_epoch,
+                "global_step": global_step,
+                "world_size": world_size,
+                "config": cfg.to_dict(),
+            }
+            trainer_state = {
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": paddle.get_rng_state(),
+                "global_step": global_step,
+            }
+            save_checkpoint(path, model, poems.ix2word, meta, trainer_state)
+            _remove_older_step_checkpoints(cfg.model_prefix, path, global_step)
+        result.checkpoint = path
+
+    def should_stop(stop: _StopFlag) -> str:
+        reason = ""
+        if cfg.max_steps and global_step >= cfg.max_steps:
+            reason = "max_steps"
+        elif time.monotonic() >= deadline:
+            reason = "max_minutes"
+        elif stop.signal:
+            reason = stop.signal
+        if world_size > 1:  # every rank must stop at the same step, or the others wait in all-reduce forever
+            import paddle.distributed as dist
+
+            flag = paddle.to_tensor([1 if reason else 0], dtype="int32")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not reason:
+                reason = "peer"
+        return reason
+
+    with _StopFlag().installed() as stop:
+        if cfg.max_steps and global_step >= cfg.max_steps:
+            result.stopped_by = "max_steps"
+        while epoch < cfg.epoch and not result.stopped_by:
+            sampler.set_epoch(epoch)
+            sampler.skip = step_in_epoch
+            model.train()
+            bar = tqdm(
+                total=len(sampler),
+                initial=step_in_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.epoch}",
+                disable=not main_rank,
+                dynamic_ncols=True,
+                mininterval=1.0,
+            )
+            tick, tick_tokens = time.monotonic(), 0
+            for inputs, targets in loader:
+                with paddle.amp.auto_cast() if scaler is not None else nullcontext():
+                    loss, count = trainer(inputs, targets)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                optimizer.clear_grad()
+                global_step += 1
+                step_in_epoch += 1
+                value, n = loss.item(), int(count.item())
+                result.losses.append(value)
+                window_loss += value * n
+                window_count += n
+                tick_tokens += n
+                bar.update(1)
+                now = time.monotonic()
+                if now - tick >= 1.0 or step_in_epoch == len(sampler):
+                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tick_tokens / max(now - tick, 1e-9):,.0f}")
+                    tick, tick_tokens = now, 0
+                if main_rank and global_step % cfg.plot_every == 0:
+                    _log_progress(
+                        cfg,
+                        logger,
+                        model,
+                        poems,
+                        heldout_loader,
+                        heldout_sampler,
+                        global_step,
+                        window_loss / max(window_count, 1),
+                    )
+                    window_loss, window_count = 0.0, 0
+                    tick, tick_tokens = time.monotonic(), 0  # tokens/s of training, not of the evaluation
+                    model.train()
+                reason = should_stop(stop)
+                if reason:
+                    result.stopped_by = "SIGINT" if reason == "peer" and not stop.signal else reason
+                    break
+            bar.close()
+            if step_in_epoch >= len(sampler):  # the epoch is complete (also when a limit hit its last step)
+                epoch += 1
+                step_in_epoch = 0
+                save(f"{cfg.model_prefix}.{epoch}", epoch, 0)
+            elif result.stopped_by:
+                save(f"{cfg.model_prefix}.step{global_step}", epoch, step_in_epoch)
+    if logger is not None:
+        logger.close()
+    result.global_step = global_step
+    if main_rank:
+        why = {"": "finished", "max_steps": "reached --max-steps", "max_minutes": "reached --max-minutes"}
+        status = why.get(result.stopped_by, f"stopped by {result.stopped_by}")
+        print(f"{status} at step {global_step}; checkpoint: {result.checkpoint or 'none'}", file=sys.stderr)
+    return result
+
+
+def _log_progress(cfg, logger, model, poems, heldout_loader, heldout_sampler, step, train_loss) -> None:
+    model.eval()
+    heldout_sampler.set_epoch(0)  # the same held-out batches every time
+    nats, _ = heldout_loss(model, heldout_loader, poems.pad_id, poems.start_id, cfg.eval_batches)
+    samples = [greedy_continue(model, poems.ix2word, start, max_len=64) for start in SAMPLE_STARTS]
+    logger.log(step, {"loss/train": train_loss, "loss/heldout": nats}, samples)
+
+
+def train(cfg: Config) -> str:
+    """Train as configured; return the path of the last checkpoint written."""
+    return run_training(cfg).checkpoint
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tangpoem.train", description=__doc__.split("\n\n")[0])
+    add_config_args(parser)
+    cfg = config_from_args(parser.parse_args(argv))
+    result = run_training(cfg)
+    return 130 if result.stopped_by in ("SIGINT", "SIGTERM") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
