@@ -1,0 +1,161 @@
+"""Generation speed: one LSTM step at batch 1 and 32, and a whole poem, for each way of running the step.
+
+    python benchmarks/bench_generate.py                 # the tutorial's network, ~2 min
+    python benchmarks/bench_generate.py --quick         # fewer steps and rounds
+    python benchmarks/bench_generate.py --json out.json
+
+The network is the tutorial's (emb 256, 3x512 LSTM, vocabulary 8,931 like the cleaned corpus) with
+random weights: speed does not depend on the values. Paths measured:
+- eager: the Paddle model under no_grad, one [B, 1] call per step (the tutorial's way);
+- numpy: `generate.NumpyStep`, the checkpoint's weights in numpy (the generator's default);
+- inference: the step exported by `tangpoem.export` run by a Paddle Inference predictor,
+  IR optimisation on, oneDNN off (`inference`) and on (`inference-onednn`);
+each with 1 and 2 CPU threads (`PATH:THREADS`): on this shared 2-core machine a second thread helps
+only while nobody else is computing.
+Rounds alternate the paths so a load spike on this shared machine hits all of them; the median
+round is reported, and the load average before and after is printed: compare within one run.
+"Step" times include the output layer and moving the logits to numpy (what a sampled character
+costs); "poem" is `Poet` writing a 七绝 after <START> and a 10-character prefix (43 steps, the
+form's rules included), greedy and sampled (temperature 0.8, top-p 0.9). Random weights give a
+flat distribution, so top-p has to sort most of the vocabulary: "sampled" is the worst case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+PREFIX = "欲穷千里目，更上一层楼"
+
+
+def make_checkpoint(directory: str, vocab_size: int, emb: int, hidden: int, layers: int) -> str:
+    import paddle
+
+    from tangpoem.checkpoint import save_checkpoint
+    from tangpoem.data import SPECIALS
+    from tangpoem.model import ModelConfig, PoetryModel
+
+    # Punctuation, the prefix's characters, then CJK ideographs: the rules need real characters.
+    chars = list(dict.fromkeys("，。？！" + PREFIX.replace("，", "")))
+    code = 0x4E00
+    while len(chars) < vocab_size - len(SPECIALS):
+        if chr(code) not in chars:
+            chars.append(chr(code))
+        code += 1
+    paddle.seed(0)
+    model = PoetryModel(ModelConfig(vocab_size, emb, hidden, layers))
+    path = os.path.join(directory, "bench.ckpt")
+    save_checkpoint(path, model, chars + list(SPECIALS))
+    return path
+
+
+def time_steps(step, batch: int, steps: int) -> float:
+    """Seconds per step, logits for every row each step."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 8000, size=(steps + 5, batch))
+    rows = list(range(batch))
+    step.reset(batch)
+    for t in range(5):
+        step.step(ids[t], rows)
+    start = time.perf_counter()
+    for t in range(5, steps + 5):
+        step.step(ids[t], rows)
+    return (time.perf_counter() - start) / steps
+
+
+def time_poem(poet, poems: int, temperature: float) -> tuple[float, int]:
+    """Seconds per 七绝 with priming, and the number of steps one poem takes."""
+    poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=0, temperature=temperature)  # warm-up
+    start = time.perf_counter()
+    for i in range(poems):
+        (poem,) = poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=i, temperature=temperature)
+    steps = 1 + len(PREFIX) + len(poem.text) - 1  # <START> + prefix + every poem token but the last
+    return (time.perf_counter() - start) / poems, steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--vocab", type=int, default=8931)
+    parser.add_argument(
+        "--paths",
+        default="eager:1,eager:2,numpy:1,numpy:2,inference:1,inference:2,inference-onednn:1,inference-onednn:2",
+        help="PATH:THREADS, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    steps1, steps32, poems = (50, 10, 3) if args.quick else (200, 40, 10)
+
+    from tangpoem.checkpoint import load_checkpoint
+    from tangpoem.device import set_threads, setup_device
+    from tangpoem.export import InferenceStep, export_step
+    from tangpoem.generate import EagerStep, NumpyStep, Poet, set_blas_threads
+
+    setup_device(False, 1, quiet=True)
+    load_before = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="bench_generate_")
+    ckpt = load_checkpoint(make_checkpoint(tmp, args.vocab, 256, 512, 3))
+    export = os.path.join(tmp, "step")
+    export_step(ckpt, export)
+    paths = args.paths.split(",")
+    steps, prepare = {}, {}
+    for p in paths:
+        kind, n = p.split(":")
+        n = int(n)
+        if kind == "eager":
+            steps[p], prepare[p] = EagerStep(ckpt), lambda n=n: set_threads(n)
+        elif kind == "numpy":
+            steps[p], prepare[p] = NumpyStep(ckpt), lambda n=n: set_blas_threads(n)
+        elif kind.startswith("inference"):
+            steps[p] = InferenceStep(export, ckpt, n, onednn=kind.endswith("onednn"))
+            prepare[p] = lambda: None
+        else:
+            parser.error(f"unknown path {p}")
+    results: dict[str, dict[str, list[float]]] = {p: {"b1": [], "b32": [], "greedy": [], "sampled": []} for p in paths}
+    poem_steps = 0
+    for r in range(rounds):
+        for p in paths if r % 2 == 0 else reversed(paths):
+            prepare[p]()
+            step = steps[p]
+            results[p]["b1"].append(time_steps(step, 1, steps1) * 1e3)
+            results[p]["b32"].append(32 / time_steps(step, 32, steps32))
+            seconds, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.0)
+            results[p]["greedy"].append(seconds * 1e3)
+            seconds, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.8)
+            results[p]["sampled"].append(seconds * 1e3)
+    load_after = os.getloadavg()
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    import paddle
+
+    print(f"{when}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"paddle {paddle.__version__}, numpy {np.__version__}; network emb 256, 3x512 LSTM, vocabulary {args.vocab}")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; median of {rounds} rounds")
+    print(f"{'path:threads':20} {'ms/char b1':>10} {'chars/s b32':>11} {'ms/poem greedy':>14} {'ms/poem sampled':>15}")
+    summary = {}
+    for p in paths:
+        b1, b32, greedy, sampled = (statistics.median(results[p][k]) for k in ("b1", "b32", "greedy", "sampled"))
+        summary[p] = {"ms_per_char_b1": b1, "chars_per_s_b32": b32, "ms_per_poem_greedy": greedy}
+        summary[p].update(ms_per_poem_sampled=sampled, poem_steps=poem_steps)
+        print(f"{p:20} {b1:10.2f} {b32:11.0f} {greedy:14.1f} {sampled:15.1f}")
+    print(f"(a 七绝 with <START> and a {len(PREFIX)}-character prefix is {poem_steps} steps)")
+    if args.json:
+        record = {"when": when, "load": [load_before, load_after], "rounds": results, "summary": summary}
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
