@@ -74,6 +74,7 @@ class TrainResult:
     global_step: int
     stopped_by: str = ""  # "", "max_steps", "max_minutes", "SIGINT", "SIGTERM"
     losses: list[float] = field(default_factory=list)  # training loss of every step of this invocation
+    model: PoetryModel | None = None  # the trained network (rank 0's copy under data parallel)
 
 
 class _LossLayer(paddle.nn.Layer):
@@ -215,6 +216,14 @@ class _Logger:
 
 def run_training(cfg: Config) -> TrainResult:
     """The training loop; see the module docstring for checkpoints, stopping and resuming."""
+    # Optimizer state is keyed by generated names (parameter name + accumulator counter, the latter made
+    # at the first step): a fresh name scope for the whole run makes them the same in every run and
+    # process, so a saved state always loads.
+    with paddle.utils.unique_name.guard():
+        return _run_training(cfg)
+
+
+def _run_training(cfg: Config) -> TrainResult:
     from tqdm import tqdm
 
     device = setup_device(cfg.use_gpu, cfg.num_threads, quiet=False)
@@ -237,11 +246,9 @@ def run_training(cfg: Config) -> TrainResult:
 
     paddle.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    # fresh unique names: optimizer state keys derive from parameter names, and must match on resume
-    with paddle.utils.unique_name.guard():
-        model = PoetryModel(mcfg)
-        clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 else None
-        optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=model.parameters(), grad_clip=clip)
+    model = PoetryModel(mcfg)
+    clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 else None
+    optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=model.parameters(), grad_clip=clip)
     scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
 
     epoch, step_in_epoch, global_step = 0, 0, 0
@@ -374,6 +381,7 @@ def run_training(cfg: Config) -> TrainResult:
     if logger is not None:
         logger.close()
     result.global_step = global_step
+    result.model = model
     if main_rank:
         why = {"": "finished", "max_steps": "reached --max-steps", "max_minutes": "reached --max-minutes"}
         status = why.get(result.stopped_by, f"stopped by {result.stopped_by}")
