@@ -22,8 +22,8 @@ import paddle
 
 from tangpoem.checkpoint import load_checkpoint
 from tangpoem.config import add_config_args, config_from_args
-from tangpoem.data import EOP, PAD, START, load_npz
-from tangpoem.dataset import make_loader, target_mask
+from tangpoem.data import EOP, PAD, START, PoemData, load_npz
+from tangpoem.dataset import target_mask
 from tangpoem.device import setup_device
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.loss import sequence_loss
@@ -33,18 +33,39 @@ EVAL_BATCH_SIZE = 128  # the masked mean does not depend on it; large batches ar
 LINE = re.compile(r"([^，。！？；]+)([，。！？；])")
 
 
+def heldout_batches(
+    poems: PoemData, max_poems: int = 0, batch_size: int = EVAL_BATCH_SIZE, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(inputs, targets) of the held-out poems (a random max_poems of them, 0: all), grouped by exact
+    length so that every poem starts at <START> from the zero state, as the generator reads it.
+
+    (The npz pads in front; a poem behind padding would be scored from another state.)
+    """
+    index = np.flatnonzero(poems.heldout)
+    if max_poems and max_poems < len(index):
+        index = np.sort(np.random.default_rng(seed).choice(index, max_poems, replace=False))
+    batches = []
+    for length in np.unique(poems.lengths[index]):
+        same = index[poems.lengths[index] == length]
+        for i in range(0, len(same), batch_size):
+            rows = poems.data[same[i : i + batch_size], poems.maxlen - length :].astype(np.int64)
+            batches.append((rows[:, :-1], rows[:, 1:]))
+    return batches
+
+
 def heldout_loss(
-    model: PoetryModel, loader: Iterable, pad_id: int, start_id: int, max_batches: int = 0
+    model: PoetryModel, batches: Iterable, pad_id: int, start_id: int, max_batches: int = 0
 ) -> tuple[float, int]:
     """Mean next-character cross-entropy in nats over the non-padding positions of up to max_batches
-    batches (0: all); returns (nats per character, characters counted)."""
+    (inputs, targets) batches (0: all); returns (nats per character, characters counted)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     with paddle.no_grad():
-        for i, (inputs, targets) in enumerate(loader):
+        for i, (inputs, targets) in enumerate(batches):
             if max_batches and i >= max_batches:
                 break
+            inputs, targets = paddle.to_tensor(inputs), paddle.to_tensor(targets)
             loss, n = sequence_loss(model, inputs, targets, target_mask(targets, pad_id, start_id))
             total += loss.item() * n  # sum, not mean of means: batches differ in length
             count += n
@@ -144,12 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     setup_device(cfg.use_gpu, cfg.num_threads, quiet=True)
     model = ckpt.build_model()
-    loader, _ = make_loader(poems, "heldout", EVAL_BATCH_SIZE, "bucket", shuffle=False)
-    nats, count = heldout_loss(model, loader, poems.pad_id, poems.start_id)
-    print(
-        f"checkpoint     {ckpt.path} (step {ckpt.meta.get('global_step', '?')}, epochs {ckpt.meta.get('epoch', '?')})"
-    )
-    print(f"held out       {int(poems.heldout.sum()):,} poems, {count:,} characters (with <EOP>, padding excluded)")
+    nats, count = heldout_loss(model, heldout_batches(poems), poems.pad_id, poems.start_id)
+    step, epochs, held = ckpt.meta.get("global_step", "?"), ckpt.meta.get("epoch", "?"), int(poems.heldout.sum())
+    print(f"checkpoint     {ckpt.path} (step {step}, epochs {epochs})")
+    print(f"held out       {held:,} poems, {count:,} characters covered (every next character and <EOP>)")
     print(f"cross-entropy  {nats:.4f} nats/char, perplexity {math.exp(nats):.1f}")
     if args.samples > 0:
         poems_out = sample_poems(model, ckpt.vocab, args.samples, cfg.temperature, cfg.seed, cfg.max_gen_len)

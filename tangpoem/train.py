@@ -59,7 +59,7 @@ from tangpoem.data import PoemData, load_npz  # noqa: E402
 from tangpoem.dataset import make_loader, target_mask  # noqa: E402
 from tangpoem.device import setup_device  # noqa: E402
 from tangpoem.errors import TangpoemError, cli_main  # noqa: E402
-from tangpoem.evaluate import greedy_continue, heldout_loss  # noqa: E402
+from tangpoem.evaluate import greedy_continue, heldout_batches, heldout_loss  # noqa: E402
 from tangpoem.loss import sequence_loss  # noqa: E402
 from tangpoem.model import ModelConfig, PoetryModel  # noqa: E402
 
@@ -271,7 +271,8 @@ def _run_training(cfg: Config) -> TrainResult:
     loader, sampler = make_loader(
         poems, "train", cfg.batch_size, cfg.batching, shuffle=True, seed=cfg.seed, rank=rank, world_size=world_size
     )
-    heldout_loader, heldout_sampler = make_loader(poems, "heldout", cfg.batch_size, "bucket", seed=cfg.seed)
+    # the same random held-out poems at every log, eval_batches batches' worth (0: all)
+    heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed)
     logger = _Logger(cfg) if main_rank else None
     result = TrainResult(checkpoint=ckpt.path if ckpt else "", global_step=global_step)
     started = time.monotonic()
@@ -359,8 +360,7 @@ def _run_training(cfg: Config) -> TrainResult:
                         logger,
                         model,
                         poems,
-                        heldout_loader,
-                        heldout_sampler,
+                        heldout,
                         global_step,
                         window_loss / max(window_count, 1),
                     )
@@ -389,10 +389,9 @@ def _run_training(cfg: Config) -> TrainResult:
     return result
 
 
-def _log_progress(cfg, logger, model, poems, heldout_loader, heldout_sampler, step, train_loss) -> None:
+def _log_progress(cfg, logger, model, poems, heldout, step, train_loss) -> None:
     model.eval()
-    heldout_sampler.set_epoch(0)  # the same held-out batches every time
-    nats, _ = heldout_loss(model, heldout_loader, poems.pad_id, poems.start_id, cfg.eval_batches)
+    nats, _ = heldout_loss(model, heldout, poems.pad_id, poems.start_id)
     samples = [greedy_continue(model, poems.ix2word, start, max_len=64) for start in SAMPLE_STARTS]
     logger.log(step, {"loss/train": train_loss, "loss/heldout": nats}, samples)
 

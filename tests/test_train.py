@@ -15,6 +15,7 @@ from tangpoem.checkpoint import latest_checkpoint, load_checkpoint, load_trainer
 from tangpoem.config import Config
 from tangpoem.data import build_poems, load_npz, save_npz
 from tangpoem.dataset import make_loader, target_mask
+from tangpoem.evaluate import heldout_batches, heldout_loss
 from tangpoem.loss import sequence_loss
 from tangpoem.train import main, run_training, train
 from tests.conftest import write_corpus
@@ -86,12 +87,10 @@ def small_npz(tmp_path_factory) -> Path:
 def test_loss_decreases_on_the_real_corpus(tang_npz, tmp_path):
     cfg = tiny_config(tang_npz, tmp_path / "m", batch_size=8, max_steps=20, plot_every=20, eval_batches=2)
     poems = load_npz(tang_npz)
-    loader, sampler = make_loader(poems, "heldout", 16, "bucket", seed=0)
+    batches = heldout_batches(poems, max_poems=48, seed=1)
 
     def heldout(model):
-        from tangpoem.evaluate import heldout_loss
-
-        return heldout_loss(model, loader, poems.pad_id, poems.start_id, max_batches=3)[0]
+        return heldout_loss(model, batches, poems.pad_id, poems.start_id)[0]
 
     result = run_training(cfg)
     fresh = load_checkpoint(result.checkpoint)
