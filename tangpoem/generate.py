@@ -9,7 +9,8 @@ then step the LSTM one character at a time for a whole batch of poems, carrying 
 character the `forms.Rules` either force a token (given start words, acrostic heads, punctuation at
 a line end, <EOP> after the last line) or hand a mask of allowed tokens to the sampler
 (temperature, top-k, top-p; greedy at temperature 0). Poem i of a request uses its own random
-stream seeded with seed + i, so a batch gives the same poems as decoding them one by one.
+stream seeded with seed + i and Gumbel-max draws (see `sample`), so a batch gives the same poems as
+decoding them one by one.
 
 The network runs on one of three interchangeable steps that give the same logits:
 `numpy` (default: the checkpoint's weights in plain numpy, the fastest at batch 1 on a CPU),
@@ -22,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -261,11 +262,18 @@ def sample(
 ) -> np.ndarray:
     """One token per row of logits [b, V], among that row's allowed ids, drawn with that row's rng.
 
-    Each row is computed on its own (no cross-row reductions), so a poem's choices do not depend on
-    which other poems share its batch. Only the allowed logits are gathered: the softmax, top-k and
-    top-p run over them, in float64.
+    The draw is Gumbel-max: each sampled step takes V uniforms from the poem's own stream, one per
+    token id, and picks argmax(logit / T - log(-log u)) over the allowed, top-k and top-p set, which
+    samples from softmax(logits / T) on that set. Why not the usual inverse CDF: a batch of rows is
+    computed by a different BLAS kernel (gemm) than one row (gemv), so logits differ in the last bit;
+    with an inverse CDF over a sorted, cut-off distribution such a difference moves every later
+    boundary (a token entering the nucleus, two near-equal tokens swapping places) and changes the
+    draw about once per thousand steps. With Gumbel-max a last-bit change only matters if it swaps
+    the two best perturbed scores, so a batch writes the same poems as decoding one by one.
+    Rows are computed independently (no cross-row reductions); softmax and filters in float64.
     """
     out = np.empty(len(allowed), dtype=np.int64)
+    vocab = logits.shape[1]
     for r, ids in enumerate(allowed):
         x = logits[r, ids].astype(np.float64)
         if banned[r]:
@@ -279,15 +287,15 @@ def sample(
         if 0 < top_k < len(x):
             part = np.argpartition(x, len(x) - top_k)[len(x) - top_k :]
             ids, x = ids[part], x[part]
-        x -= x.max()
-        p = np.exp(x, out=x)
-        p /= p.sum()
         if top_p < 1:
+            p = np.exp(x - x.max())
+            p /= p.sum()
             keep = _nucleus(p, top_p)
-            ids, p = ids[keep], p[keep]
-        cum = np.cumsum(p)
-        j = int(np.searchsorted(cum, rngs[r].random() * cum[-1], side="right"))
-        out[r] = ids[min(j, len(ids) - 1)]
+            ids, x = ids[keep], x[keep]
+        u = rngs[r].random(vocab)[ids]  # always V draws: the stream stays aligned whatever the set
+        with np.errstate(divide="ignore"):
+            score = x - np.log(-np.log(u))
+        out[r] = ids[int(np.argmax(score))]
     return out
 
 
@@ -492,9 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     poet = Poet.load(cfg.model_path, args.backend, args.inference, cfg.num_threads)
-    opts = Options.from_config(cfg)
-    opts.repeat_guard = not args.no_repeat_guard
-    poems = poet._write(cfg.start_words, acrostic=cfg.acrostic, opts=opts)
+    options = asdict(Options.from_config(cfg))
+    options["repeat_guard"] = not args.no_repeat_guard
+    write = poet.acrostic if cfg.acrostic else poet.continue_poem
+    poems = write(cfg.start_words, **options)
     settings = _settings(cfg, args, poet)
     for i, poem in enumerate(poems):
         if args.json:
