@@ -20,9 +20,13 @@ counts this invocation's time. Exit status: 0 when training finished or stopped 
 A second Ctrl-C while stopping aborts at once.
 
 Data parallel: under `paddle.distributed.launch` each process trains on its share of every epoch's
-batches (the sampler's rank/world_size) and gradients are averaged by `paddle.DataParallel`; only
-rank 0 shows progress, logs and writes checkpoints. launch runs `training_script` with `python -u`
-only if it ends in `.py`; anything else it executes as a program, hence `"$(command -v python)" -m`.
+batches (the sampler's rank/world_size), `paddle.DataParallel` starts every rank from rank 0's weights
+and averages the gradients in each backward, and only rank 0 shows progress, logs and writes
+checkpoints. Every rank checks the limits and signals after each step and all stop together.
+launch runs `training_script` with `python -u` only if it ends in `.py` (`-m` is not supported);
+anything else it executes as a program, hence `"$(command -v python)" -m tangpoem.train`. The path
+`tangpoem/train.py` works too. On GPUs: `--devices 0,1,...`; more machines: `--nnodes N --master
+HOST:PORT` on each (see the README). On CPU, `--devices` fails inside launch; use `--nproc_per_node`.
 """
 
 from __future__ import annotations
@@ -334,12 +338,11 @@ def _run_training(cfg: Config) -> TrainResult:
             for inputs, targets in loader:
                 with paddle.amp.auto_cast() if scaler is not None else nullcontext():
                     loss, count = trainer(inputs, targets)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
                 if scaler is not None:
-                    scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                 else:
-                    loss.backward()
                     optimizer.step()
                 optimizer.clear_grad()
                 global_step += 1
