@@ -119,9 +119,10 @@ class Step(Protocol):
 class NumpyStep:
     """The LSTM step in numpy from the checkpoint's weights: no framework overhead per step.
 
-    Per layer one matmul of [x, h] with [W_ih; W_hh] (gates reordered i, f, o, g so one sigmoid
-    covers three of them); the output layer only runs for rows that sample. Same maths as
-    paddle.nn.LSTM (tested against the eager model).
+    Layer 0's input term (embedding @ W_ih + biases) depends on the token alone: it is computed once
+    per token id and cached, so that layer multiplies only h. Layers above do one matmul of [x, h]
+    with [W_ih; W_hh]. Gates are reordered i, f, o, g so one sigmoid covers three of them; the output
+    layer only runs for rows that sample. Same maths as paddle.nn.LSTM (tested against eager).
     """
 
     def __init__(self, ckpt: Checkpoint):
@@ -129,14 +130,22 @@ class NumpyStep:
         cfg = ckpt.model_config
         self.hidden = H = cfg.hidden_dim
         self.num_layers = cfg.num_layers
-        self.embedding = np.ascontiguousarray(w["embeddings.weight"], dtype=np.float32)
         order = np.r_[0:H, H : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H]  # paddle's i, f, g, o -> i, f, o, g
-        self.layers = []
+        self.layers = []  # (weights for [x, h] or for h alone, bias, input width)
         for k in range(self.num_layers):
-            wih, whh = w[f"lstm.weight_ih_l{k}"], w[f"lstm.weight_hh_l{k}"]
-            joint = np.concatenate([wih, whh], axis=1)[order].T  # [in + H, 4H]
-            bias = (w[f"lstm.bias_ih_l{k}"] + w[f"lstm.bias_hh_l{k}"])[order]
-            self.layers.append((np.ascontiguousarray(joint, dtype=np.float32), bias.astype(np.float32), wih.shape[1]))
+            wih, whh = w[f"lstm.weight_ih_l{k}"][order], w[f"lstm.weight_hh_l{k}"][order]
+            bias = (w[f"lstm.bias_ih_l{k}"] + w[f"lstm.bias_hh_l{k}"])[order].astype(np.float32)
+            if k == 0:
+                self.embedding = np.asarray(w["embeddings.weight"], dtype=np.float32)
+                self.wih0 = np.ascontiguousarray(wih.T, dtype=np.float32)  # [E, 4H]
+                self.bias0 = bias
+                self.layers.append((np.ascontiguousarray(whh.T, dtype=np.float32), None, 0))
+            else:
+                joint = np.concatenate([wih, whh], axis=1).T  # [in + H, 4H]
+                self.layers.append((np.ascontiguousarray(joint, dtype=np.float32), bias, wih.shape[1]))
+        vocab = self.embedding.shape[0]
+        self.input0 = np.empty((vocab, 4 * H), np.float32)  # filled lazily, token by token
+        self.known = np.zeros(vocab, dtype=bool)
         self.out_w = np.ascontiguousarray(w["linear.weight"], dtype=np.float32)  # [H, V]
         self.out_b = w["linear.bias"].astype(np.float32)
         self.reset(1)
@@ -151,14 +160,25 @@ class NumpyStep:
         h = np.stack([xh[:, -self.hidden :] for xh in self.xh])
         return h, self.c.copy()
 
+    def _input0(self, ids: np.ndarray) -> np.ndarray:
+        for t in ids[~self.known[ids]].tolist():
+            if not self.known[t]:  # one row at a time: the same bits whichever batch asks first
+                self.input0[t] = self.embedding[t] @ self.wih0 + self.bias0
+                self.known[t] = True
+        return self.input0[ids]
+
     def step(self, ids: np.ndarray, rows: list[int]) -> np.ndarray | None:
         H = self.hidden
-        x = self.embedding[ids]
-        for k, (joint, bias, n_in) in enumerate(self.layers):
+        x = None
+        for k, (weights, bias, n_in) in enumerate(self.layers):
             xh = self.xh[k]
-            xh[:, :n_in] = x
-            gates = xh @ joint
-            gates += bias
+            if k == 0:
+                gates = xh @ weights
+                gates += self._input0(ids)
+            else:
+                xh[:, :n_in] = x
+                gates = xh @ weights
+                gates += bias
             sig = gates[:, : 3 * H]
             np.multiply(sig, 0.5, out=sig)  # sigmoid(x) = 0.5 * tanh(x / 2) + 0.5: one ufunc pass
             np.tanh(sig, out=sig)
