@@ -281,3 +281,45 @@ def test_resume_refuses_another_network_or_batch_order(small_npz, tmp_path, caps
     assert main([*base, "--hidden-dim", "32", "--batch-size", "16"]) == 2
     assert "batch_size" in capsys.readouterr().err
     assert main(["--model-prefix", str(tmp_path / "none"), "--resume", "latest", "--data-path", str(small_npz)]) == 2
+
+
+def test_max_minutes_stops_with_a_checkpoint(small_npz, tmp_path):
+    result = run_training(tiny_config(small_npz, tmp_path / "m", max_steps=0, max_minutes=1e-6))
+    assert result.stopped_by == "max_minutes" and result.global_step == 1
+    assert result.checkpoint == f"{tmp_path / 'm'}.step1" and load_trainer_state(result.checkpoint)
+
+
+def test_sigterm_to_the_command_saves_and_exits_130(small_npz, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    prefix = tmp_path / "m"
+    cmd = [sys.executable, "-m", "tangpoem.train", "--data-path", str(small_npz), "--model-prefix", str(prefix)]
+    cmd += ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "32"]
+    cmd += ["--no-use-gpu", "--num-threads", "1", "--log-dir", str(tmp_path / "logs"), "--epoch", "1000"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 60
+    while "epoch 1/" not in seen and time.monotonic() < deadline:  # training has started
+        seen += proc.stderr.read(1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = seen + proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGTERM" in err
+    path = latest_checkpoint(str(prefix))
+    assert path is not None and load_checkpoint(path).meta["global_step"] >= 1
+
+
+def test_seed_config_is_the_tutorials_and_gpu_config_keeps_its_network():
+    from tangpoem.config import make_config
+
+    seed = make_config(config_file="seed")
+    assert seed == Config()  # the tutorial's values are tangpoem's defaults
+    assert (seed.embedding_dim, seed.hidden_dim, seed.num_layers, seed.batch_size) == (256, 512, 3, 4)
+    gpu = make_config(config_file="gpu")
+    assert (gpu.embedding_dim, gpu.hidden_dim, gpu.num_layers) == (256, 512, 3)
+    assert gpu.batch_size == 128 and gpu.amp
+    cpu = make_config(config_file="cpu")
+    assert not cpu.use_gpu and not cpu.amp and cpu.max_minutes > 0
