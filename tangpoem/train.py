@@ -70,6 +70,7 @@ from tangpoem.model import ModelConfig, PoetryModel  # noqa: E402
 SAMPLE_STARTS = ("床前明月光，", "春")  # greedy continuations logged every plot_every steps
 # Settings that decide which batch comes when: a mid-epoch resume with other values would not continue.
 BATCH_ORDER_FIELDS = ("batch_size", "batching", "seed")
+STOP_REASONS = ("", "max_steps", "max_minutes", "SIGINT", "SIGTERM")  # ranks agree on the highest
 
 
 @dataclass
@@ -313,10 +314,9 @@ def _run_training(cfg: Config) -> TrainResult:
         if world_size > 1:  # every rank must stop at the same step, or the others wait in all-reduce forever
             import paddle.distributed as dist
 
-            flag = paddle.to_tensor([1 if reason else 0], dtype="int32")
+            flag = paddle.to_tensor([STOP_REASONS.index(reason)], dtype="int32")
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if flag.item() and not reason:
-                reason = "peer"
+            reason = STOP_REASONS[flag.item()]
         return reason
 
     with _StopFlag().installed() as stop:
@@ -372,7 +372,7 @@ def _run_training(cfg: Config) -> TrainResult:
                     model.train()
                 reason = should_stop(stop)
                 if reason:
-                    result.stopped_by = "SIGINT" if reason == "peer" and not stop.signal else reason
+                    result.stopped_by = reason
                     break
             bar.close()
             if step_in_epoch >= len(sampler):  # the epoch is complete (also when a limit hit its last step)
