@@ -35,6 +35,7 @@ from tangpoem.forms import LINE_ENDS, SENTENCE_ENDS, PoemState, Rules, VocabClas
 
 ASCII_PUNCT = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："})
 BACKENDS = ("numpy", "eager")
+REPETITION_PENALTY = 1.0  # nats off the logit of a character the poem already has (see `sample`)
 TOP_P_CANDIDATES = 256  # top-p first looks among the most likely 256; a full sort only if they fall short
 
 
@@ -54,6 +55,7 @@ class Options:
     top_k: int = Config.top_k
     top_p: float = Config.top_p
     repeat_guard: bool = True
+    repetition_penalty: float = REPETITION_PENALTY
     seed: int = Config.seed
     num_poems: int = Config.num_poems
     max_gen_len: int = Config.max_gen_len
@@ -71,6 +73,8 @@ class Options:
             raise TangpoemError(f"--top-p must be in (0, 1] (1 is off), not {self.top_p}")
         if self.num_poems < 1:
             raise TangpoemError(f"--num-poems must be at least 1, not {self.num_poems}")
+        if self.repetition_penalty < 0:
+            raise TangpoemError(f"--repetition-penalty must be 0 (off) or more, not {self.repetition_penalty}")
         if self.max_gen_len < 1:
             raise TangpoemError(f"--max-gen-len must be at least 1, not {self.max_gen_len}")
 
@@ -279,6 +283,8 @@ def sample(
     temperature: float,
     top_k: int,
     top_p: float,
+    used: list[list[int]] | None = None,
+    penalty: float = 0.0,
 ) -> np.ndarray:
     """One token per row of logits [b, V], among that row's allowed ids, drawn with that row's rng.
 
@@ -291,11 +297,17 @@ def sample(
     draw about once per thousand steps. With Gumbel-max a last-bit change only matters if it swaps
     the two best perturbed scores, so a batch writes the same poems as decoding one by one.
     Rows are computed independently (no cross-row reductions); softmax and filters in float64.
+
+    `banned` ids are removed; `used` ids (characters the poem already has) lose `penalty` nats
+    before temperature and filters: Tang verse avoids repeating a character (律诗 forbids 重字),
+    and a small model, greedy above all, otherwise loops on one line.
     """
     out = np.empty(len(allowed), dtype=np.int64)
     vocab = logits.shape[1]
     for r, ids in enumerate(allowed):
         x = logits[r, ids].astype(np.float64)
+        if penalty and used and used[r]:
+            x[np.isin(ids, used[r])] -= penalty
         if banned[r]:
             keep = ~np.isin(ids, banned[r])
             if keep.any():  # never ban the last allowed token
@@ -379,9 +391,10 @@ def decode(
         chosen: dict[int, int] = {}
         if rows:
             banned = [repeat_ban(states[i].tokens) if opts.repeat_guard else [] for i in rows]
+            used = [states[i].tokens for i in rows]  # punctuation is never in the allowed set with text
             picks = sample(
                 logits, [actions[i] for i in rows], banned, [rngs[i] for i in rows],
-                opts.temperature, opts.top_k, opts.top_p,
+                opts.temperature, opts.top_k, opts.top_p, used, opts.repetition_penalty,
             )  # fmt: skip
             chosen = dict(zip(rows, picks.tolist(), strict=True))
         for i, st in enumerate(states):
@@ -503,6 +516,7 @@ def _settings(cfg: Config, args: argparse.Namespace, poet: Poet) -> dict[str, An
     keys = ["start_words", "acrostic", *(f.name for f in fields(Options)), "model_path"]
     out = {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}
     out["repeat_guard"] = not args.no_repeat_guard
+    out["repetition_penalty"] = args.repetition_penalty
     out["backend"] = poet.backend
     return out
 
@@ -517,11 +531,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="how to run the network (default: numpy)")
     parser.add_argument("--inference", metavar="PATH", default="", help="run PATH from `tangpoem.export` instead")
     parser.add_argument("--no-repeat-guard", action="store_true", help="allow a character three times in a row")
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=REPETITION_PENALTY,
+        metavar="NATS",
+        help="lower the logit of characters the poem already has by this much (0: off; default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     poet = Poet.load(cfg.model_path, args.backend, args.inference, cfg.num_threads)
     options = asdict(Options.from_config(cfg))
     options["repeat_guard"] = not args.no_repeat_guard
+    options["repetition_penalty"] = args.repetition_penalty
     write = poet.acrostic if cfg.acrostic else poet.continue_poem
     poems = write(cfg.start_words, **options)
     settings = _settings(cfg, args, poet)

@@ -224,6 +224,13 @@ def test_batch_equals_one_by_one(poet: Poet, mode: dict) -> None:
     assert [p.text for p in batch] == [p.text for p in alone]
 
 
+def test_repetition_penalty_breaks_greedy_loops(poet: Poet) -> None:
+    (looping,) = poet.continue_poem("", form="七律", temperature=0, repetition_penalty=0)
+    (varied,) = poet.continue_poem("", form="七律", temperature=0, repetition_penalty=5)
+    check_lines(varied, 7, 8)
+    assert len(set(varied.text)) > len(set(looping.text)) or len(set(varied.text)) >= 50
+
+
 def test_greedy_ignores_seed(poet: Poet) -> None:
     a = poet.continue_poem("春", form="五绝", temperature=0, seed=1, num_poems=2)
     assert a[0].text == a[1].text
@@ -315,6 +322,7 @@ def test_cli_prints_couplets_and_json(random_ckpt: str, capsys) -> None:
         (["--form", "五绝", "--line-length", "7"], "--form 五绝 has 5-character lines"),
         (["--temperature", "-1"], "--temperature"),
         (["--top-p", "0"], "--top-p"),
+        (["--repetition-penalty", "-1"], "--repetition-penalty"),
     ],
 )
 def test_cli_bad_input(random_ckpt: str, capsys, args: list[str], message: str) -> None:
