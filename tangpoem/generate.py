@@ -288,8 +288,8 @@ def sample(
 ) -> np.ndarray:
     """One token per row of logits [b, V], among that row's allowed ids, drawn with that row's rng.
 
-    The draw is Gumbel-max: each sampled step takes V uniforms from the poem's own stream, one per
-    token id, and picks argmax(logit / T - log(-log u)) over the allowed, top-k and top-p set, which
+    The draw is Gumbel-max: each sampled step takes V exponentials from the poem's own stream, one per
+    token id, and picks argmax(logit / T + Gumbel noise) over the allowed, top-k and top-p set, which
     samples from softmax(logits / T) on that set. Why not the usual inverse CDF: a batch of rows is
     computed by a different BLAS kernel (gemm) than one row (gemv), so logits differ in the last bit;
     with an inverse CDF over a sorted, cut-off distribution such a difference moves every later
@@ -307,7 +307,9 @@ def sample(
     for r, ids in enumerate(allowed):
         x = logits[r, ids].astype(np.float64)
         if penalty and used and used[r]:
-            x[np.isin(ids, used[r])] -= penalty
+            seen = np.zeros(vocab, dtype=bool)
+            seen[used[r]] = True
+            x[seen[ids]] -= penalty
         if banned[r]:
             keep = ~np.isin(ids, banned[r])
             if keep.any():  # never ban the last allowed token
@@ -324,30 +326,33 @@ def sample(
             p /= p.sum()
             keep = _nucleus(p, top_p)
             ids, x = ids[keep], x[keep]
-        u = rngs[r].random(vocab)[ids]  # always V draws: the stream stays aligned whatever the set
+        # Gumbel noise -log(E), E ~ Exp(1): always V draws, so the stream stays aligned whatever the set.
+        e = rngs[r].standard_exponential(vocab)[ids]
         with np.errstate(divide="ignore"):
-            score = x - np.log(-np.log(u))
+            score = x - np.log(e)
         out[r] = ids[int(np.argmax(score))]
     return out
 
 
 def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
-    """Indices of the smallest most-likely set holding top_p of the probability, most likely first.
+    """Indices (in id order) of the smallest most-likely set holding top_p of the probability.
 
-    A full sort of ~9,000 probabilities costs more than the network's output layer, so look among
-    the most likely 256 first (argpartition is linear), then 4x more, until they hold top_p.
+    Gumbel-max needs the set, not its order, so this finds the probability threshold from values
+    alone: a partition (linear) of the most likely 256, then 4x more until they hold top_p, and a
+    sort of only those values; ties at the threshold are all kept.
     """
-    k = TOP_P_CANDIDATES
-    while k < len(p):
-        part = np.argpartition(p, len(p) - k)[len(p) - k :]
-        if p[part].sum() >= top_p:
+    n, k = len(p), TOP_P_CANDIDATES
+    top = p
+    while k < n:
+        top = np.partition(p, n - k)[n - k :]
+        if top.sum() >= top_p:
             break
         k *= 4
     else:
-        part = np.arange(len(p))
-    part = part[np.argsort(-p[part], kind="stable")]
-    keep = int(np.searchsorted(np.cumsum(p[part]), top_p)) + 1
-    return part[:keep]
+        top = p
+    top = np.sort(top)[::-1]
+    count = min(int(np.searchsorted(np.cumsum(top), top_p)) + 1, len(top))
+    return np.flatnonzero(p >= top[count - 1])
 
 
 def repeat_ban(tokens: list[int]) -> list[int]:
