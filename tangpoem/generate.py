@@ -507,8 +507,10 @@ class Poet:
 
     def _poem(self, st: PoemState, seed: int) -> Poem:
         text = "".join(self.vocab[t] for t in st.tokens)
-        if st.ended == "max_gen_len":  # cut back to the last whole sentence, when there is one
+        if st.ended == "max_gen_len":  # cut back to the last whole couplet, else the last whole line
             last = max(text.rfind(p) for p in SENTENCE_ENDS)
+            if last < 0:
+                last = max(text.rfind(p) for p in LINE_ENDS)
             text = text[: last + 1] if last >= 0 else text
         lines, couplets = split_poem(text)
         return Poem(text, lines, couplets, seed, st.ended)
