@@ -7,8 +7,9 @@
 Every mode is the same loop (`decode`): feed <START> and the prefix words (their outputs ignored),
 then step the LSTM one character at a time for a whole batch of poems, carrying (h, c). Before each
 character the `forms.Rules` either force a token (given start words, acrostic heads, punctuation at
-a line end, <EOP> after the last line) or hand a mask of allowed tokens to the sampler
-(temperature, top-k, top-p; greedy at temperature 0). Poem i of a request uses its own random
+a line end, <EOP> after the last line) or hand the ids of the allowed tokens to the sampler
+(temperature, top-k, top-p; greedy at temperature 0; a character already in the poem loses
+`--repetition-penalty` nats, and none comes three times in a row). Poem i of a request uses its own random
 stream seeded with seed + i and Gumbel-max draws (see `sample`), so a batch gives the same poems as
 decoding them one by one.
 
@@ -36,7 +37,7 @@ from tangpoem.forms import LINE_ENDS, SENTENCE_ENDS, PoemState, Rules, VocabClas
 ASCII_PUNCT = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："})
 BACKENDS = ("numpy", "eager")
 REPETITION_PENALTY = 1.0  # nats off the logit of a character the poem already has (see `sample`)
-TOP_P_CANDIDATES = 256  # top-p first looks among the most likely 256; a full sort only if they fall short
+TOP_P_CANDIDATES = 256  # top-p first looks among the most likely 256, then 4x more while they fall short
 
 
 # ---------------------------------------------------------------- options and results
