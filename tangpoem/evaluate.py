@@ -3,10 +3,13 @@
     python -m tangpoem.evaluate --model-path CKPT [--data-path NPZ] [--samples 8] [--temperature 0.8]
 
 The held-out split is the npz's (about 2% of the poems, chosen by a hash of each poem's text). For
-scale, on that split: unigram 6.60, bigram 5.58, trigram 5.37 nats per character. A poem counts as
-well formed when it has an even number of lines, all 5 or all 7 characters long, ending alternately
-in ， and 。. Also the small decoders the trainer uses for its logged samples (greedy continuation,
-plain sampling); the full generator is `tangpoem.generate`.
+scale, on that split: unigram 6.60, bigram 5.58, trigram 5.37 nats per character.
+
+A poem counts as well formed when it has an even number of lines, all 5 or all 7 characters long,
+ending alternately in ， and 。. The poems are sampled from <START> at --temperature (plain softmax
+sampling: no top-k/top-p, no form rules; this measures the network, not the generator's constraints).
+Also here: the small decoders the trainer uses for its logged samples (greedy continuation, plain
+sampling); the full generator is `tangpoem.generate`.
 """
 
 from __future__ import annotations
