@@ -11,7 +11,8 @@ shared machine hits both. One step is what tangpoem's trainer does: `loss.sequen
 
 Reported per run:
 - tok/s: positions computed per second on random ids [batch, 124] with every position counted
-  (same work for both frameworks);
+  (same work for both frameworks); "ratio" = paddle / torch of the medians, "paired" = the median
+  over steps of torch time / paddle time for the two steps that ran back to back;
 - chars/s: real-corpus target characters learned per second (positions that count under
   `dataset.target_mask`): tangpoem on its length-bucketed, trimmed batches; PyTorch on the
   classic padded [batch, 124] rows;
@@ -271,6 +272,10 @@ def run_pair(frameworks: list[str], net: Net, batch_size: int, args) -> dict[str
                 time.sleep(args.gap)
                 w.step(phase, i, timed=i >= args.warmup)
     out = {}
+    named = {w.framework: w for w in workers}
+    if {"paddle", "torch"} <= set(named):  # steps i ran back to back: their ratio depends less on the load
+        pt, tt = named["paddle"].times["syn"], named["torch"].times["syn"]
+        out["pair_ratio"] = {"paddle": statistics.median(b / a for a, b in zip(pt, tt, strict=True))}
     for w in workers:
         med = statistics.median(w.times["syn"])
         out[w.framework] = {
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n## training step (median); chars/s = real-corpus targets learned per second")
     header = (
-        f"{'network':22s} {'batch':>5s} {'paddle tok/s':>12s} {'torch tok/s':>11s} {'ratio':>6s} "
+        f"{'network':22s} {'batch':>5s} {'paddle tok/s':>12s} {'torch tok/s':>11s} {'ratio':>6s} {'paired':>6s} "
         f"{'paddle chars/s':>14s} {'torch chars/s':>13s} {'ratio':>6s} {'paddle RSS':>10s} {'torch RSS':>9s}  load"
     )
     print(header)
@@ -370,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             runs = run_pair(frameworks, net, b, args)
             nan = {"tok_s": float("nan"), "chars_s": float("nan"), "rss": float("nan")}
             pad, tor = runs.get("paddle", nan), runs.get("torch", nan)
+            paired = runs.get("pair_ratio", {}).get("paddle", float("nan"))
             pt, tt, pc, tc, pr, tr = pad["tok_s"], tor["tok_s"], pad["chars_s"], tor["chars_s"], pad["rss"], tor["rss"]
             print(
-                f"{net.name:22s} {b:5d} {pt:12,.0f} {tt:11,.0f} {pt / tt:6.2f} {pc:14,.0f} {tc:13,.0f} "
+                f"{net.name:22s} {b:5d} {pt:12,.0f} {tt:11,.0f} {pt / tt:6.2f} {paired:6.2f} {pc:14,.0f} {tc:13,.0f} "
                 f"{pc / tc:6.2f} {pr:8.2f}GB {tr:7.2f}GB  {load_avg()}",
                 flush=True,
             )
