@@ -1,0 +1,101 @@
+"""Every command in the README runs: the cheap ones here, with a tiny network and a few steps.
+
+Commands that download, launch several processes, install packages or take minutes (the two set-up
+commands, benchmarks) are named in SKIPPED: a new command in the README must be run here or added there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tangpoem.config import Config
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+TINY = ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "16",
+        "--max-steps", "2", "--no-use-gpu", "--no-amp", "--plot-every", "1000000", "--epoch", "1"]  # fmt: skip
+SKIPPED = [
+    "scripts/quickstart.sh",  # run by hand for each release: it trains for 15 minutes
+    "scripts/test.sh",  # this very test suite
+    "python -m tangpoem.data build  ",  # downloads the corpus (the same code path is tested with --source)
+    "paddle.distributed.launch",  # tests/test_distributed.py runs the launcher
+    "python benchmarks/",  # minutes each; run by hand, results in benchmarks/README.md
+    "pip install torch",
+]
+
+
+def readme_blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def readme_commands() -> list[str]:
+    commands = []
+    for block in readme_blocks("sh"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def test_readme_has_the_commands_a_user_needs():
+    commands = " ".join(readme_commands())
+    for needed in ("scripts/quickstart.sh", "scripts/test.sh", "tangpoem.data build", "tangpoem.train",
+                   "tangpoem.evaluate", "tangpoem.generate", "--acrostic", "tangpoem.export"):  # fmt: skip
+        assert needed in commands
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tang_npz, corpus_dir):
+    """A user's folder: work/tang_poem.npz, and a tiny checkpoint trained on it."""
+    from tangpoem.train import train
+
+    root = tmp_path_factory.mktemp("readme")
+    (root / "work").mkdir()
+    shutil.copy(tang_npz, root / "work" / "tang_poem.npz")
+    cfg = Config(data_path=str(root / "work" / "tang_poem.npz"), embedding_dim=16, hidden_dim=32, num_layers=1,
+                 batch_size=16, max_steps=3, use_gpu=False, plot_every=10**6,
+                 model_prefix=str(root / "work" / "checkpoints" / "tiny"))  # fmt: skip
+    return root, train(cfg), corpus_dir
+
+
+def to_argv(command: str, ckpt: str, corpus: Path) -> tuple[str, list[str]]:
+    """`python -m tangpoem.X args # comment` -> ("tangpoem.X", args) with the tiny checkpoint and settings."""
+    words = shlex.split(command, comments=True)
+    module, args = words[2], words[3:]
+    args = [ckpt if a == "CKPT" or a.startswith("work/checkpoints/") else a for a in args]
+    args = [str(corpus) if a == "../shared/data/chinese-poetry-tang" else a for a in args]
+    if module == "tangpoem.train":
+        args += [*TINY, "--model-prefix", "work/checkpoints/readme"]
+    return module, args
+
+
+def test_every_readme_command_runs(workdir, monkeypatch, capsys):
+    root, ckpt, corpus = workdir
+    monkeypatch.chdir(root)
+    ran = skipped = 0
+    for command in readme_commands():
+        if any(s in command + "  " for s in SKIPPED):
+            skipped += 1
+            continue
+        assert command.startswith("python -m tangpoem."), f"README command not covered: {command}"
+        module, argv = to_argv(command, ckpt, corpus)
+        status = importlib.import_module(module).main(argv)
+        err = capsys.readouterr().err
+        assert status == 0, f"{command}\n-> exit {status}: {err[-500:]}"
+        ran += 1
+    assert ran >= 15 and skipped >= 5
+
+
+def test_readme_python_api_example_runs(workdir, monkeypatch, capsys):
+    root, ckpt, _ = workdir
+    monkeypatch.chdir(root)
+    (code,) = readme_blocks("python")
+    exec(re.sub(r'"work/checkpoints/[^"]+"', repr(ckpt), code), {})
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) >= 3
