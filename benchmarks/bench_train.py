@@ -25,7 +25,6 @@ PyTorch is an optional benchmark dependency: `pip install torch==2.13.0` (the pi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -49,6 +48,7 @@ class Net:
     embedding_dim: int
     hidden_dim: int
     num_layers: int
+    batch_size: int = 0  # a config's own batch size, run besides --batch-sizes
 
 
 SEED_NET = Net("seed 256/3x512", 256, 512, 3)
@@ -62,7 +62,7 @@ def load_cpu_net() -> list[Net]:
 
         values = tomllib.loads(path.read_text(encoding="utf-8"))
         e, h, n = values.get("embedding_dim", 256), values.get("hidden_dim", 512), values.get("num_layers", 3)
-        return [Net(f"cpu.toml {e}/{n}x{h}", e, h, n)]
+        return [Net(f"cpu.toml {e}/{n}x{h}", e, h, n, int(values.get("batch_size", 0)))]
     return [Net("small 128/1x256", 128, 256, 1), Net("small 128/2x256", 128, 256, 2)]
 
 
@@ -158,7 +158,7 @@ def paddle_worker(args) -> dict:
     cfg = ModelConfig(poems.vocab_size, args.embedding_dim, args.hidden_dim, args.num_layers)
     model = PoetryModel(cfg)
     opt = paddle.optimizer.Adam(1e-3, parameters=model.parameters(), grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
-    fast = not args.plain
+    fast = args.worker != "plain"
 
     def step(x, y, m):
         loss, _ = sequence_loss(model, paddle.to_tensor(x), paddle.to_tensor(y), paddle.to_tensor(m), fast=fast)
@@ -219,7 +219,7 @@ class Worker:
         cmd = [sys.executable, __file__, "--worker", framework, "--data", args.data, "--threads", str(args.threads)]
         cmd += ["--batch-size", str(batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--embedding-dim", str(net.embedding_dim), "--hidden-dim", str(net.hidden_dim)]
-        cmd += ["--num-layers", str(net.num_layers)] + (["--plain"] if args.plain else [])
+        cmd += ["--num-layers", str(net.num_layers)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         self.framework = framework
         self.stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty worker cannot block
@@ -272,10 +272,9 @@ def run_pair(frameworks: list[str], net: Net, batch_size: int, args) -> dict[str
                 time.sleep(args.gap)
                 w.step(phase, i, timed=i >= args.warmup)
     out = {}
-    named = {w.framework: w for w in workers}
-    if {"paddle", "torch"} <= set(named):  # steps i ran back to back: their ratio depends less on the load
-        pt, tt = named["paddle"].times["syn"], named["torch"].times["syn"]
-        out["pair_ratio"] = {"paddle": statistics.median(b / a for a, b in zip(pt, tt, strict=True))}
+    if len(workers) == 2:  # steps i ran back to back: their ratio depends less on the load than either
+        ta, tb = workers[0].times["syn"], workers[1].times["syn"]
+        out["paired"] = statistics.median(b / a for a, b in zip(ta, tb, strict=True))
     for w in workers:
         med = statistics.median(w.times["syn"])
         out[w.framework] = {
@@ -324,10 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="32,128")
     p.add_argument("--nets", default="seed,small", help="seed and/or small (configs/cpu.toml when present)")
     p.add_argument("--quick", action="store_true", help="smoke test: 2 steps, 1 warm-up, batch 8, small net")
-    p.add_argument("--plain", action="store_true", help="tangpoem's plain (unfused) path, for comparison")
-    p.add_argument("--frameworks", default="paddle,torch")
+    p.add_argument(
+        "--frameworks",
+        default="paddle,torch",
+        help="the two to compare: paddle (tangpoem's training path), plain (tangpoem's plain path), torch",
+    )
     # worker-only
-    p.add_argument("--worker", choices=["paddle", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["paddle", "plain", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     p.add_argument("--embedding-dim", type=int, default=256, help=argparse.SUPPRESS)
     p.add_argument("--hidden-dim", type=int, default=512, help=argparse.SUPPRESS)
@@ -335,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.worker:
-        out = (paddle_worker if args.worker == "paddle" else torch_worker)(args)
-        print(json.dumps(out))
+        (torch_worker if args.worker == "torch" else paddle_worker)(args)
         return 0
 
     if args.quick:
@@ -344,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).is_file():
         sys.exit(f"{args.data} not found; build it with `python -m tangpoem.data build --out {args.data}`")
     frameworks = args.frameworks.split(",")
+    if len(frameworks) != 2 or not set(frameworks) <= {"paddle", "plain", "torch"}:
+        sys.exit("--frameworks takes two of paddle, plain, torch")
     nets = ([SEED_NET] if "seed" in args.nets else []) + (load_cpu_net() if "small" in args.nets else [])
     if args.quick:
         nets = [Net("tiny 32/1x64", 32, 64, 1)]
@@ -357,29 +360,25 @@ def main(argv: list[str] | None = None) -> int:
     poems = load(args.data)
     print(f"# corpus: {args.data}: {len(poems.data):,} poems, vocab {poems.vocab_size:,}")
     print("\n## useful (counted) target positions / computed positions, one epoch of the train split")
-    shares = {}
-    for b in batch_sizes:
+    for b in sorted(set(batch_sizes) | {n.batch_size for n in nets if n.batch_size}):
         bucket, blen = useful_share(poems, b, "bucket")
         padded, _ = useful_share(poems, b, "padded")
-        shares[b] = (bucket, padded)
         print(f"batch {b:4d}: tangpoem bucketed {bucket:6.1%} (mean length {blen:5.1f})   classic padded {padded:6.1%}")
 
-    print("\n## training step (median); chars/s = real-corpus targets learned per second")
-    header = (
-        f"{'network':22s} {'batch':>5s} {'paddle tok/s':>12s} {'torch tok/s':>11s} {'ratio':>6s} {'paired':>6s} "
-        f"{'paddle chars/s':>14s} {'torch chars/s':>13s} {'ratio':>6s} {'paddle RSS':>10s} {'torch RSS':>9s}  load"
+    a, b = frameworks
+    print(f"\n## training step (median); chars/s = real-corpus targets learned per second; ratio = {a} / {b}")
+    print(
+        f"{'network':22s} {'batch':>5s} {a + ' tok/s':>12s} {b + ' tok/s':>12s} {'ratio':>6s} {'paired':>6s} "
+        f"{a + ' chars/s':>14s} {b + ' chars/s':>14s} {'ratio':>6s} {a + ' RSS':>10s} {b + ' RSS':>10s}  load"
     )
-    print(header)
     for net in nets:
-        for b in batch_sizes:
-            runs = run_pair(frameworks, net, b, args)
-            nan = {"tok_s": float("nan"), "chars_s": float("nan"), "rss": float("nan")}
-            pad, tor = runs.get("paddle", nan), runs.get("torch", nan)
-            paired = runs.get("pair_ratio", {}).get("paddle", float("nan"))
-            pt, tt, pc, tc, pr, tr = pad["tok_s"], tor["tok_s"], pad["chars_s"], tor["chars_s"], pad["rss"], tor["rss"]
+        for batch in batch_sizes + ([net.batch_size] if net.batch_size and net.batch_size not in batch_sizes else []):
+            runs = run_pair(frameworks, net, batch, args)
+            ra, rb = runs[a], runs[b]
             print(
-                f"{net.name:22s} {b:5d} {pt:12,.0f} {tt:11,.0f} {pt / tt:6.2f} {paired:6.2f} {pc:14,.0f} {tc:13,.0f} "
-                f"{pc / tc:6.2f} {pr:8.2f}GB {tr:7.2f}GB  {load_avg()}",
+                f"{net.name:22s} {batch:5d} {ra['tok_s']:12,.0f} {rb['tok_s']:12,.0f} {ra['tok_s'] / rb['tok_s']:6.2f} "
+                f"{runs['paired']:6.2f} {ra['chars_s']:14,.0f} {rb['chars_s']:14,.0f} "
+                f"{ra['chars_s'] / rb['chars_s']:6.2f} {ra['rss']:8.2f}GB {rb['rss']:8.2f}GB  {load_avg()}",
                 flush=True,
             )
     print(f"\n# load average at end: {load_avg()}")
