@@ -14,6 +14,8 @@ each with 1 and 2 CPU threads (`PATH:THREADS`): on this shared 2-core machine a 
 only while nobody else is computing.
 Rounds alternate the paths so a load spike on this shared machine hits all of them; the median
 and the best round are reported, and the load average before and after: compare within one run.
+"CPU ms b1" is the process's CPU time per step (all its threads): for a 1-thread path it is about
+what the step costs on an idle core, whatever the load.
 "Step" times include the output layer and moving the logits to numpy (what a sampled character
 costs); "poem" is `Poet` writing a 七绝 after <START> and a 10-character prefix (43 steps, the
 form's rules included), greedy and sampled (temperature 0.8, top-p 0.9). Random weights give a
@@ -58,8 +60,8 @@ def make_checkpoint(directory: str, vocab_size: int, emb: int, hidden: int, laye
     return path
 
 
-def time_steps(step, batch: int, steps: int) -> float:
-    """Seconds per step, logits for every row each step."""
+def time_steps(step, batch: int, steps: int) -> tuple[float, float]:
+    """Wall and CPU (all threads of the process) seconds per step, logits for every row each step."""
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 8000, size=(steps + 5, batch))
     rows = list(range(batch))
@@ -67,20 +69,20 @@ def time_steps(step, batch: int, steps: int) -> float:
     for t in range(steps + 5):  # warm-up, and NumpyStep's per-token cache holds these ids
         step.step(ids[t], rows)
     step.reset(batch)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for t in range(5, steps + 5):
         step.step(ids[t], rows)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
-def time_poem(poet, poems: int, temperature: float) -> tuple[float, int]:
-    """Seconds per 七绝 with priming, and the number of steps one poem takes."""
+def time_poem(poet, poems: int, temperature: float) -> tuple[float, float, int]:
+    """Wall and CPU seconds per 七绝 with priming, and the number of steps one poem takes."""
     poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=0, temperature=temperature)  # warm-up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(poems):
         (poem,) = poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=i, temperature=temperature)
     steps = 1 + len(PREFIX) + len(poem.text) - 1  # <START> + prefix + every poem token but the last
-    return (time.perf_counter() - start) / poems, steps
+    return (time.perf_counter() - start) / poems, (time.process_time() - cpu) / poems, steps
 
 
 def main() -> int:
@@ -123,17 +125,21 @@ def main() -> int:
             prepare[p] = lambda: None
         else:
             parser.error(f"unknown path {p}")
-    results: dict[str, dict[str, list[float]]] = {p: {"b1": [], "b32": [], "greedy": [], "sampled": []} for p in paths}
+    keys = ("b1", "cpu1", "b32", "greedy", "cpu_greedy", "sampled")
+    results: dict[str, dict[str, list[float]]] = {p: {k: [] for k in keys} for p in paths}
     poem_steps = 0
     for r in range(rounds):
         for p in paths if r % 2 == 0 else reversed(paths):
             prepare[p]()
             step = steps[p]
-            results[p]["b1"].append(time_steps(step, 1, steps1) * 1e3)
-            results[p]["b32"].append(32 / time_steps(step, 32, steps32))
-            seconds, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.0)
+            wall, cpu = time_steps(step, 1, steps1)
+            results[p]["b1"].append(wall * 1e3)
+            results[p]["cpu1"].append(cpu * 1e3)
+            results[p]["b32"].append(32 / time_steps(step, 32, steps32)[0])
+            seconds, cpu, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.0)
             results[p]["greedy"].append(seconds * 1e3)
-            seconds, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.8)
+            results[p]["cpu_greedy"].append(cpu * 1e3)
+            seconds, _, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.8)
             results[p]["sampled"].append(seconds * 1e3)
     load_after = os.getloadavg()
 
@@ -144,7 +150,8 @@ def main() -> int:
     print(f"paddle {paddle.__version__}, numpy {np.__version__}; network emb 256, 3x512 LSTM, vocabulary {args.vocab}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; median of {rounds} rounds")
     print("median (best) of the rounds")
-    head = f"{'path:threads':20} {'ms/char b1':>14} {'chars/s b32':>14} {'ms/poem greedy':>16} {'ms/poem sampled':>16}"
+    head = f"{'path:threads':20} {'ms/char b1':>14} {'CPU ms b1':>10} {'chars/s b32':>14} {'ms/poem greedy':>16}"
+    head += f" {'CPU ms':>7} {'ms/poem sampled':>16}"
     print(head)
     summary = {}
     for p in paths:
@@ -152,10 +159,12 @@ def main() -> int:
         b1, b32, greedy, sampled = (statistics.median(r[k]) for k in ("b1", "b32", "greedy", "sampled"))
         best = (min(r["b1"]), max(r["b32"]), min(r["greedy"]), min(r["sampled"]))
         summary[p] = {"ms_per_char_b1": b1, "chars_per_s_b32": b32, "ms_per_poem_greedy": greedy}
-        summary[p].update(ms_per_poem_sampled=sampled, poem_steps=poem_steps, best=best)
+        cpu1, cpu_poem = statistics.median(r["cpu1"]), statistics.median(r["cpu_greedy"])
+        summary[p].update(ms_per_poem_sampled=sampled, poem_steps=poem_steps, best=best, cpu_ms_b1=cpu1)
+        summary[p].update(cpu_ms_per_poem_greedy=cpu_poem)
         cells = [f"{b1:.2f} ({best[0]:.2f})", f"{b32:.0f} ({best[1]:.0f})", f"{greedy:.1f} ({best[2]:.1f})"]
         cells.append(f"{sampled:.1f} ({best[3]:.1f})")
-        print(f"{p:20} {cells[0]:>14} {cells[1]:>14} {cells[2]:>16} {cells[3]:>16}")
+        print(f"{p:20} {cells[0]:>14} {cpu1:10.2f} {cells[1]:>14} {cells[2]:>16} {cpu_poem:7.1f} {cells[3]:>16}")
     print(f"(a 七绝 with <START> and a {len(PREFIX)}-character prefix is {poem_steps} steps)")
     if args.json:
         record = {"when": when, "load": [load_before, load_after], "rounds": results, "summary": summary}
