@@ -16,7 +16,8 @@ The shape of every poem:
 
 Rhyme (`--rhyme`) is an approximation: the last characters of the even lines must share a rhyme
 group of the modern 中华新韵 (14 groups, from the final of the character's Mandarin reading, by
-pypinyin) and have a level tone (平: Mandarin tones 1 and 2). Middle Chinese rhymes (平水韵) differ,
+pypinyin: its main reading, or its level ones if the main one is oblique) and have a level tone
+(平: Mandarin tones 1 and 2). Middle Chinese rhymes (平水韵) differ,
 and old entering-tone characters that became level in Mandarin count as level here.
 """
 
@@ -142,16 +143,21 @@ def rhyme_group(syllable: str) -> str | None:
 
 
 def level_rhymes(ch: str) -> frozenset[str]:
-    """Rhyme groups of the character's level-tone (tone 1 or 2) readings; empty if it has none."""
+    """Rhyme groups the character can close a rhyming line with; empty if it has no level reading.
+
+    Its main reading (pypinyin lists it first) decides when that reading is level: 身 is shen1 (文),
+    not also juan1 (寒) as in 身毒. A character whose main reading is oblique rhymes by its level
+    readings, e.g. 看 kan4 -> kan1 (寒), common in Tang verse.
+    """
     from pypinyin import Style, pinyin
 
-    groups = set()
-    for reading in pinyin(ch, style=Style.TONE3, heteronym=True, neutral_tone_with_five=True)[0]:
-        if reading and reading[-1] in "12":
-            group = rhyme_group(reading[:-1])
-            if group:
-                groups.add(group)
-    return frozenset(groups)
+    readings = [r for r in pinyin(ch, style=Style.TONE3, heteronym=True, neutral_tone_with_five=True)[0] if r]
+    level = [r for r in readings if r[-1] in "12"]
+    if not level:
+        return frozenset()
+    if readings[0] in level:
+        level = readings[:1]
+    return frozenset(g for g in (rhyme_group(r[:-1]) for r in level) if g)
 
 
 # ---------------------------------------------------------------- vocabulary classes

@@ -278,6 +278,7 @@ def test_rhyme_groups() -> None:
     assert rhyme_group("shuang") == rhyme_group("guang") == rhyme_group("yang") == "唐"
     assert rhyme_group("shi") == "支" and rhyme_group("xi") == "齐" and rhyme_group("ju") == "齐"
     assert "唐" in level_rhymes("霜") and not level_rhymes("月")
+    assert level_rhymes("身") == {"文"} and level_rhymes("看") == {"寒"}  # main reading; level reading
 
 
 # ---------------------------------------------------------------- CLI
