@@ -23,6 +23,11 @@ from paddle.autograd import PyLayer
 CE_CHUNK_ROWS = 2048  # rows of logits per chunk: 2048 x 8,931 floats = 73 MB; big enough for a fast GEMM
 
 
+def use_fast_lstm(t: paddle.Tensor) -> bool:
+    """This module is for the CPU: on a GPU cuDNN's LSTM and the stock cross-entropy are the fast path."""
+    return t.place.is_cpu_place()
+
+
 def _swap_go(t: paddle.Tensor, h: int) -> paddle.Tensor:
     """Paddle's gate order (i, f, g, o) <-> (i, f, o, g), along axis 0.
 

@@ -55,4 +55,6 @@ def _fast_sequence_loss(
             flat_targets = paddle.gather(flat_targets, keep)
     else:
         count = int(flat_targets.shape[0])
+    if not fastlstm.use_fast_lstm(inputs):  # GPU: the framework's own fused kernels, on the kept rows only
+        return F.cross_entropy(model.linear(hidden), flat_targets), count
     return fastlstm.linear_cross_entropy(hidden, model.linear.weight, model.linear.bias, flat_targets), count

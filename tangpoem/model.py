@@ -46,11 +46,15 @@ class PoetryModel(nn.Layer):
     def hidden_states(self, input: paddle.Tensor) -> paddle.Tensor:
         """The last LSTM layer's outputs, time-major [seq_len, batch, hidden_dim], from a zero state.
 
-        The training path (`loss.sequence_loss`): the same math as `forward` without the output layer,
-        through `fastlstm`, which is several times faster than nn.LSTM's eager op on the CPU.
+        The training path (`loss.sequence_loss`): the same math as `forward` without the output layer.
+        On the CPU it runs through `fastlstm` (much faster than nn.LSTM's eager op there); elsewhere
+        nn.LSTM's own kernel (cuDNN on a GPU beats a Python loop over time steps).
         """
-        embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
-        return fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
+        if fastlstm.use_fast_lstm(input):
+            embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
+            return fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
+        output, _ = self.lstm(self.embeddings(input))
+        return output.transpose([1, 0, 2])
 
     def zero_state(self, batch_size: int) -> tuple[paddle.Tensor, paddle.Tensor]:
         shape = [self.config.num_layers, batch_size, self.config.hidden_dim]

@@ -51,6 +51,17 @@ def test_fast_loss_and_gradients_match_the_plain_computation(masked, layers):
         np.testing.assert_allclose(fast_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_off_cpu_branch_matches_too(monkeypatch):
+    # on a GPU the fast path keeps nn.LSTM and the stock cross-entropy (only the row selection): emulate it
+    monkeypatch.setattr(fastlstm, "use_fast_lstm", lambda t: False)
+    model = tiny_model()
+    plain_loss, plain_count, plain_grads = loss_and_grads(model, fast=False)
+    fast_loss, fast_count, fast_grads = loss_and_grads(model, fast=True)
+    assert fast_count == plain_count and fast_loss == pytest.approx(plain_loss, rel=1e-5)
+    for name, g in plain_grads.items():
+        np.testing.assert_allclose(fast_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_fast_lstm_outputs_match_nn_lstm():
     model = tiny_model(layers=3)
     x, _, _ = batch()
