@@ -20,9 +20,10 @@ counts this invocation's time. Exit status: 0 when training finished or stopped 
 A second Ctrl-C while stopping aborts at once.
 
 Data parallel: under `paddle.distributed.launch` each process trains on its share of every epoch's
-batches (the sampler's rank/world_size), `paddle.DataParallel` starts every rank from rank 0's weights
-and averages the gradients in each backward, and only rank 0 shows progress, logs and writes
-checkpoints. Every rank checks the limits and signals after each step and all stop together.
+batches (the sampler's rank/world_size), `paddle.DataParallel` starts every rank from rank 0's weights,
+the gradients are averaged across ranks after each backward (`_average_gradients`, not DataParallel's
+reducer: see there why), and only rank 0 shows progress, logs and writes checkpoints. Every rank
+checks the limits and signals after each step and all stop together.
 launch runs `training_script` with `python -u` only if it ends in `.py` (`-m` is not supported);
 anything else it executes as a program, hence `"$(command -v python)" -m tangpoem.train`. The path
 `tangpoem/train.py` works too. On GPUs: `--devices 0,1,...`; more machines: `--nnodes N --master
@@ -99,6 +100,30 @@ class _LossLayer(paddle.nn.Layer):
         mask = target_mask(targets, self.pad_id, self.start_id) if self.mask_padding else None
         loss, count = sequence_loss(self.model, inputs, targets, mask)
         return loss, paddle.to_tensor(count)
+
+
+def _average_gradients(parameters: list, world_size: int) -> None:
+    """All-reduce the gradients as one flat buffer and write the mean back into each, by value.
+
+    Why not DataParallel's own reducer: fastlstm's backward hands out parameter gradients that share
+    storage (bias_ih and bias_hh get one tensor; since the biases became a GEMM column, weight_ih's
+    gradient is tied to them too), and the reducer's in-place per-parameter all-reduce then corrupts
+    them (the 2-process test against a plain nn.LSTM reference caught it). Writing the mean back by
+    value is right even for shared storage: every alias receives the same numbers.
+    """
+    import paddle.distributed as dist
+
+    grads = [p.grad for p in parameters]
+    if any(g is None for g in grads):  # every rank must reduce the same buffer
+        raise RuntimeError("a parameter got no gradient; data parallel needs all of them used every step")
+    flat = paddle.concat([g.reshape([-1]) for g in grads])
+    dist.all_reduce(flat)
+    flat = flat / world_size
+    offset = 0
+    for g in grads:
+        n = int(np.prod(g.shape))
+        paddle.assign(flat[offset : offset + n].reshape(g.shape), output=g)
+        offset += n
 
 
 class _StopFlag:
@@ -338,7 +363,10 @@ def _run_training(cfg: Config) -> TrainResult:
             for inputs, targets in loader:
                 with paddle.amp.auto_cast() if scaler is not None else nullcontext():
                     loss, count = trainer(inputs, targets)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
+                with trainer.no_sync() if world_size > 1 else nullcontext():
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                if world_size > 1:
+                    _average_gradients(model.parameters(), world_size)
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()

@@ -38,7 +38,7 @@ def launch(tmp_path: Path, args: list[str], tag: str) -> subprocess.CompletedPro
 
 
 def reference_weights(npz: Path, steps: int, **cfg_overrides) -> dict[str, np.ndarray]:
-    """One process: each step the mean loss of rank 0's and rank 1's batches, i.e. their mean gradient."""
+    """One process: each step the mean of rank 0's and rank 1's gradients, computed without fastlstm."""
     cfg = tiny_config(npz, Path("unused"), **cfg_overrides)
     poems = load_npz(npz)
     loaders = [
@@ -57,15 +57,16 @@ def reference_weights(npz: Path, steps: int, **cfg_overrides) -> dict[str, np.nd
             for _, sampler in loaders:
                 sampler.set_epoch(epoch)
             for batches in zip(*(loader for loader, _ in loaders), strict=True):
-                # one backward per rank's batch, gradients averaged by hand: the mean of the two rank losses
-                # in one backward is not the same here, fastlstm hands bias_ih and bias_hh one gradient tensor
+                # one backward per rank's batch through the plain nn.LSTM path (independent of fastlstm, whose
+                # parameter gradients share storage, so accumulating two backwards would double-count),
+                # then the mean of the two gradients by hand
                 grads = []
                 for x, y in batches:
-                    sequence_loss(model, x, y, target_mask(y, poems.pad_id, poems.start_id))[0].backward()
+                    sequence_loss(model, x, y, target_mask(y, poems.pad_id, poems.start_id), fast=False)[0].backward()
                     grads.append([p.grad.numpy().copy() for p in model.parameters()])
                     opt.clear_grad(set_to_zero=False)
                 for x, y in batches[:1]:  # gradients exist again (any values), then overwrite them with the mean
-                    sequence_loss(model, x, y, target_mask(y, poems.pad_id, poems.start_id))[0].backward()
+                    sequence_loss(model, x, y, target_mask(y, poems.pad_id, poems.start_id), fast=False)[0].backward()
                 for i, p in enumerate(model.parameters()):
                     p.grad.set_value(np.mean([g[i] for g in grads], axis=0))
                 opt.step()
