@@ -23,8 +23,14 @@ from paddle.autograd import PyLayer
 CE_CHUNK_ROWS = 2048  # rows of logits per chunk: 2048 x 8,931 floats = 73 MB; big enough for a fast GEMM
 
 
+# The hand-written LSTM below wins on a loaded machine and loses at small batches on a quiet one
+# (see benchmarks/README.md); which one `PoetryModel.hidden_states` uses on the CPU.
+LOOP_LSTM_ON_CPU = False
+
+
 def use_fast_lstm(t: paddle.Tensor) -> bool:
-    """This module is for the CPU: on a GPU cuDNN's LSTM and the stock cross-entropy are the fast path."""
+    """Whether the training path takes the fused output layer + cross-entropy (the CPU; a GPU has
+    cuDNN's LSTM and the stock kernels)."""
     return t.place.is_cpu_place()
 
 

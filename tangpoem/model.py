@@ -50,7 +50,7 @@ class PoetryModel(nn.Layer):
         On the CPU it runs through `fastlstm` (much faster than nn.LSTM's eager op there); elsewhere
         nn.LSTM's own kernel (cuDNN on a GPU beats a Python loop over time steps).
         """
-        if fastlstm.use_fast_lstm(input):
+        if fastlstm.use_fast_lstm(input) and fastlstm.LOOP_LSTM_ON_CPU:
             embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
             return fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
         output, _ = self.lstm(self.embeddings(input))

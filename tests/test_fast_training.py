@@ -38,9 +38,16 @@ def loss_and_grads(model: PoetryModel, fast: bool, masked: bool = True):
     return loss.item(), count, grads
 
 
+@pytest.fixture(params=[False, True], ids=["rnn-op", "loop-lstm"])
+def lstm_kernel(request, monkeypatch):
+    """Both LSTM kernels of the fast path: Paddle's rnn op (the CPU default) and fastlstm's loop."""
+    monkeypatch.setattr(fastlstm, "LOOP_LSTM_ON_CPU", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("layers", [1, 3])
-def test_fast_loss_and_gradients_match_the_plain_computation(masked, layers):
+def test_fast_loss_and_gradients_match_the_plain_computation(masked, layers, lstm_kernel):
     model = tiny_model(layers=layers)
     plain_loss, plain_count, plain_grads = loss_and_grads(model, fast=False, masked=masked)
     fast_loss, fast_count, fast_grads = loss_and_grads(model, fast=True, masked=masked)
@@ -62,7 +69,8 @@ def test_off_cpu_branch_matches_too(monkeypatch):
         np.testing.assert_allclose(fast_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-def test_fast_lstm_outputs_match_nn_lstm():
+def test_fast_lstm_outputs_match_nn_lstm(monkeypatch):
+    monkeypatch.setattr(fastlstm, "LOOP_LSTM_ON_CPU", True)
     model = tiny_model(layers=3)
     x, _, _ = batch()
     ref, _ = model.lstm(model.embeddings(x))  # batch-first
@@ -70,7 +78,7 @@ def test_fast_lstm_outputs_match_nn_lstm():
     np.testing.assert_allclose(fast.transpose([1, 0, 2]).numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_chunked_cross_entropy_matches_across_chunks(monkeypatch):
+def test_chunked_cross_entropy_matches_across_chunks(monkeypatch, lstm_kernel):
     monkeypatch.setattr(fastlstm, "CE_CHUNK_ROWS", 7)  # 4 x 11 rows -> several chunks, one partial
     model = tiny_model()
     plain_loss, _, plain_grads = loss_and_grads(model, fast=False, masked=False)
@@ -93,7 +101,7 @@ def test_nothing_to_count_gives_zero_loss():
     loss.backward()  # and still differentiable
 
 
-def test_fast_trained_checkpoint_loads_in_the_plain_model_with_identical_logits(tmp_path):
+def test_fast_trained_checkpoint_loads_in_the_plain_model_with_identical_logits(tmp_path, lstm_kernel):
     model = tiny_model(seed=3)
     opt = paddle.optimizer.Adam(1e-2, parameters=model.parameters())
     first = None
