@@ -1,7 +1,8 @@
 """The training path on the CPU: the same math as `nn.LSTM` + `nn.Linear` + cross-entropy, rearranged.
 
 Paddle's eager `rnn` op and the full [positions, vocab] logits were most of a training step (see
-benchmarks/README.md). Here:
+benchmarks/README.md). Here (the output layer is the default training path on the CPU; the loop LSTM
+is opt-in, `LOOP_LSTM_ON_CPU`, as it only beat the `rnn` op on a loaded machine):
 
 - `lstm_layer`: per layer, one large matrix product for the input part of all time steps, then a
   loop with only the [batch, hidden] x [hidden, 4 hidden] recurrent product per step; its backward

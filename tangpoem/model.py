@@ -47,8 +47,8 @@ class PoetryModel(nn.Layer):
         """The last LSTM layer's outputs, time-major [seq_len, batch, hidden_dim], from a zero state.
 
         The training path (`loss.sequence_loss`): the same math as `forward` without the output layer.
-        On the CPU it runs through `fastlstm` (much faster than nn.LSTM's eager op there); elsewhere
-        nn.LSTM's own kernel (cuDNN on a GPU beats a Python loop over time steps).
+        nn.LSTM's own kernel by default; `fastlstm`'s loop when `fastlstm.LOOP_LSTM_ON_CPU` is set
+        (faster only on a CPU shared with other jobs, see benchmarks/README.md).
         """
         if fastlstm.use_fast_lstm(input) and fastlstm.LOOP_LSTM_ON_CPU:
             embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
