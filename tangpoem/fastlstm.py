@@ -113,7 +113,7 @@ class _LSTMLayer(PyLayer):
         dw_ih = _swap_go(paddle.matmul(dg_all, x2, transpose_x=True), hid)  # [4H, I+1]: last column is d bias
         db = dw_ih[:, -1]
         dx = paddle.matmul(dg_all, w_ih_p[:, :-1]).reshape([seq, batch, -1])
-        return dx, dw_ih[:, :-1], _swap_go(dw_hh, hid), db, db
+        return dx, dw_ih[:, :-1], _swap_go(dw_hh, hid), db, db.clone()  # two tensors: reducers work in place
 
 
 def lstm_layer(x: paddle.Tensor, w_ih, w_hh, b_ih, b_hh) -> paddle.Tensor:
