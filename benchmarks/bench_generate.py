@@ -101,9 +101,9 @@ def main() -> int:
     steps1, steps32, poems = (50, 10, 3) if args.quick else (200, 40, 10)
 
     from tangpoem.checkpoint import load_checkpoint
-    from tangpoem.device import set_threads, setup_device
+    from tangpoem.device import set_blas_threads, set_threads, setup_device
     from tangpoem.export import InferenceStep, export_step
-    from tangpoem.generate import EagerStep, NumpyStep, Poet, set_blas_threads
+    from tangpoem.generate import EagerStep, NumpyStep, Poet
 
     setup_device(False, 1, quiet=True)
     load_before = os.getloadavg()

@@ -42,3 +42,25 @@ def setup_device(use_gpu: bool, num_threads: int = 0, quiet: bool = False) -> st
         set_threads(num_threads)
     paddle.set_device(device)
     return device
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the thread count of numpy's OpenBLAS (the numpy step's matmuls); False if not found."""
+    import ctypes
+    import glob
+
+    import numpy as np
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_")
+    for lib in [*libs, None]:
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for name in (*names, "openblas_set_num_threads"):
+            fn = getattr(handle, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False

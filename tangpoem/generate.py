@@ -31,6 +31,7 @@ import numpy as np
 
 from tangpoem.checkpoint import Checkpoint, load_checkpoint
 from tangpoem.config import Config, add_config_args, config_from_args
+from tangpoem.device import set_blas_threads
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.forms import LINE_ENDS, SENTENCE_ENDS, PoemState, Rules, VocabClasses, resolve_shape, vocab_classes
 
@@ -228,27 +229,6 @@ class EagerStep:
             return None
         out = logits.numpy()
         return out if len(rows) == len(out) else out[rows]
-
-
-def set_blas_threads(n: int) -> bool:
-    """Set the thread count of numpy's OpenBLAS (the numpy step's matmuls); False if not found."""
-    import ctypes
-    import glob
-    import os
-
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
-    names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_")
-    for lib in [*libs, None]:
-        try:
-            handle = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for name in (*names, "openblas_set_num_threads"):
-            fn = getattr(handle, name, None)
-            if fn is not None:
-                fn(ctypes.c_int(n))
-                return True
-    return False
 
 
 def make_step(ckpt: Checkpoint, backend: str = "numpy", inference: str = "", num_threads: int = 0) -> Step:
