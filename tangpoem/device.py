@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import sys
 
+_cpu_threads = 1  # Paddle's own default until set_threads is called
+
 
 def set_threads(num_threads: int = 0) -> int:
     """Paddle uses one CPU thread unless told; 0 means one per core."""
     import paddle
 
+    global _cpu_threads
     n = num_threads if num_threads > 0 else (os.cpu_count() or 1)
+    _cpu_threads = n
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     paddle.set_flags({"FLAGS_paddle_num_threads": n})
     try:
@@ -18,6 +22,11 @@ def set_threads(num_threads: int = 0) -> int:
     except AttributeError:  # older Paddle: the flag alone
         pass
     return n
+
+
+def cpu_threads() -> int:
+    """The CPU thread count Paddle was given (tangpoem's native kernels use the same)."""
+    return _cpu_threads
 
 
 def gpu_available() -> bool:

@@ -1,17 +1,18 @@
 """The training path on the CPU: the same math as `nn.LSTM` + `nn.Linear` + cross-entropy, rearranged.
 
-Paddle's eager `rnn` op and the full [positions, vocab] logits were most of a training step (see
-benchmarks/README.md). Here (the output layer is the default training path on the CPU; the loop LSTM
-is opt-in, `LOOP_LSTM_ON_CPU`, as it only beat the `rnn` op on a loaded machine):
+Paddle's eager `rnn` op, the full [positions, vocab] logits and Paddle's one-thread softmax were most
+of a training step (see benchmarks/README.md). Here:
 
-- `lstm_layer`: per layer, one large matrix product for the input part of all time steps, then a
-  loop with only the [batch, hidden] x [hidden, 4 hidden] recurrent product per step; its backward
-  is hand-written so the weight gradients are again one large product each, not one per step.
+- `lstm_forward`: per layer, one large matrix product for the input part of all time steps; the
+  recurrence and its backward run in tangpoem's compiled kernels (kernels.c, via native.py); the
+  weight gradients are again one large product each.
 - `linear_cross_entropy`: the output projection and cross-entropy over only the positions that
   count, in row chunks; the gradient is formed in the same pass, so the [positions, vocab] logits,
   softmax and their gradients are never all in memory at once.
 
-Parameters are the `nn.LSTM` / `nn.Linear` ones, used as they are: the state_dict does not change.
+When the kernels cannot be built (no C compiler, a Paddle wheel without MKL) the LSTM is Paddle's
+`rnn` op and the softmax Paddle's own: same results, slower. Parameters are the `nn.LSTM` /
+`nn.Linear` ones, used as they are: the state_dict does not change.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import paddle.nn.functional as F
 from paddle import _C_ops
 from paddle.autograd import PyLayer
 
+from tangpoem import native
+from tangpoem.device import cpu_threads
+
 CE_CHUNK_ROWS = 2048  # rows of logits per chunk: 2048 x 8,931 floats = 73 MB; big enough for a fast GEMM
 
-
-# The hand-written LSTM below wins on a loaded machine and loses at small batches on a quiet one
-# (see benchmarks/README.md); which one `PoetryModel.hidden_states` uses on the CPU.
-LOOP_LSTM_ON_CPU = False
+# tangpoem's compiled CPU kernels (native.py) when they build here; False forces Paddle's own ops
+USE_NATIVE = True
 
 
 def use_fast_lstm(t: paddle.Tensor) -> bool:
@@ -35,12 +37,11 @@ def use_fast_lstm(t: paddle.Tensor) -> bool:
     return t.place.is_cpu_place()
 
 
-def _swap_go(t: paddle.Tensor, h: int) -> paddle.Tensor:
-    """Paddle's gate order (i, f, g, o) <-> (i, f, o, g), along axis 0.
-
-    (i, f, o, g) lets one sigmoid cover 3H columns and one tanh the last H; the swap is its own inverse.
-    """
-    return paddle.concat([t[: 2 * h], t[3 * h :], t[2 * h : 3 * h]], axis=0)
+def native_kernels(t: paddle.Tensor):
+    """The compiled kernels if float tensor t should use them (CPU, float32, built), else None."""
+    if not (USE_NATIVE and use_fast_lstm(t) and t.dtype == paddle.float32):
+        return None
+    return native.kernels()
 
 
 def _with_ones(x: paddle.Tensor) -> paddle.Tensor:
@@ -48,85 +49,62 @@ def _with_ones(x: paddle.Tensor) -> paddle.Tensor:
     return paddle.concat([x, paddle.ones([x.shape[0], 1], dtype=x.dtype)], axis=1)
 
 
+def _ptr(t: paddle.Tensor) -> int:
+    assert t.is_contiguous() and t.place.is_cpu_place(), "native kernels take contiguous CPU tensors"
+    return t.data_ptr()
+
+
 class _LSTMLayer(PyLayer):
-    """One LSTM layer over time-major x [T, B, I] from a zero state; returns the outputs [T, B, H]."""
+    """One LSTM layer over time-major x [T, B, I] from a zero state; returns the outputs [T, B, H].
+
+    The input part of every step is one [T*B, I] x [I, 4H] product; kernels.c runs the recurrence (a
+    [B, H] x [H, 4H] product and the fused cell per step) and its backward; the weight gradients are
+    again one large product each, not one per step.
+    """
 
     @staticmethod
     def forward(ctx, x, w_ih, w_hh, b_ih, b_hh):
         seq, batch, _ = x.shape
-        h4 = w_hh.shape[0]
-        hid = h4 // 4
-        # the bias rides in the input product as an extra input column of ones: Paddle's broadcast add
-        # over [T*B, 4H] costs about a third of that product here, the extra GEMM column nothing
-        w_ih_p = _swap_go(paddle.concat([w_ih, (b_ih + b_hh).unsqueeze(1)], axis=1), hid)  # [4H, I+1]
-        w_hh_t = _swap_go(w_hh, hid).T  # [H, 4H], contiguous for addmm
-        x2 = _with_ones(x.reshape([seq * batch, -1]))
-        # the input part of every step at once: one [T*B, I+1] x [I+1, 4H] product
-        xw = paddle.matmul(x2, w_ih_p, transpose_y=True)
-        xws = paddle.unbind(xw.reshape([seq, batch, h4]), axis=0)
-        zero = paddle.zeros([batch, hid], dtype=x.dtype)
-        h, c = zero, zero
-        hs, mults, ofacs, fs = [], [], [], []
-        for t in range(seq):
-            g = xws[t] if t == 0 else paddle.addmm(xws[t], h, w_hh_t)
-            sig = F.sigmoid(g[:, : 3 * hid])
-            cand = paddle.tanh(g[:, 3 * hid :])
-            i, f, o = sig[:, :hid], sig[:, hid : 2 * hid], sig[:, 2 * hid :]
-            c_prev = c
-            c = i * cand if t == 0 else f * c + i * cand
-            tc = paddle.tanh(c)
-            h = o * tc
-            hs.append(h)
-            # the backward's per-step factors, made here on small cache-resident [B, *] tensors (whole
-            # [T, B, *] ops are memory-bound and single-threaded in Paddle: slower than these):
-            # d pre-activations = [dc, dc, dh, dc] * mult, mult = [cand, c_prev, tanh c, i] * [s(1-s), 1-cand^2]
-            deriv = paddle.concat([sig * (1.0 - sig), 1.0 - cand * cand], axis=1)
-            mults.append(paddle.concat([cand, c_prev, tc, i], axis=1) * deriv)
-            ofacs.append(o * (1.0 - tc * tc))  # dc += dh * o * (1 - tanh(c)^2)
-            fs.append(f.clone())  # let sig go
-        out = paddle.stack(hs)
-        del hs
-        ctx.saved = (x2, w_ih_p, w_hh_t, out, mults, ofacs, fs)
-        return out
+        hid = w_hh.shape[1]
+        kernels, threads = native.kernels(), cpu_threads()
+        x2 = x.reshape([seq * batch, -1]).contiguous()
+        gates = paddle.matmul(x2, w_ih, transpose_y=True)  # becomes the activated gates, in place
+        bias = (b_ih + b_hh).contiguous()
+        h = paddle.empty([seq, batch, hid], dtype=x.dtype)
+        c = paddle.empty([seq, batch, hid], dtype=x.dtype)
+        kernels.lstm_forward(seq, batch, hid, _ptr(gates), _ptr(w_hh), _ptr(bias), _ptr(h), _ptr(c), threads)
+        ctx.saved = (x2, w_ih, w_hh, gates, c, h)
+        return h
 
     @staticmethod
     def backward(ctx, dout):
-        x2, w_ih_p, w_hh_t, out, mults, ofacs, fs = ctx.saved
+        x2, w_ih, w_hh, gates, c, h = ctx.saved
         ctx.saved = None
-        seq, batch, hid = out.shape
-        douts = paddle.unbind(dout, axis=0)
-        dgs = [None] * seq
-        dh_next, dc_next = None, None
-        for t in range(seq - 1, -1, -1):
-            dh = douts[t] if dh_next is None else douts[t] + dh_next
-            dc = dh * ofacs[t] if dc_next is None else dh * ofacs[t] + dc_next
-            dg = paddle.concat([dc, dc, dh, dc], axis=1) * mults[t]
-            mults[t] = None
-            dgs[t] = dg
-            if t > 0:
-                dh_next = paddle.matmul(dg, w_hh_t, transpose_y=True)
-                dc_next = dc * fs[t]
-        dg_all = paddle.concat(dgs, axis=0)  # [T*B, 4H]
-        # weight gradients as one large product each (h_{t-1} is zero at t = 0, so skip that row block)
-        h_prev = out[:-1].reshape([(seq - 1) * batch, hid])
-        dw_hh = paddle.matmul(dg_all[batch:], h_prev, transpose_x=True)
-        dw_ih = _swap_go(paddle.matmul(dg_all, x2, transpose_x=True), hid)  # [4H, I+1]: last column is d bias
-        db = dw_ih[:, -1]
-        dx = paddle.matmul(dg_all, w_ih_p[:, :-1]).reshape([seq, batch, -1])
-        return dx, dw_ih[:, :-1], _swap_go(dw_hh, hid), db, db.clone()  # two tensors: reducers work in place
-
-
-def lstm_layer(x: paddle.Tensor, w_ih, w_hh, b_ih, b_hh) -> paddle.Tensor:
-    """LSTM layer from a zero state; x [T, B, I] time-major -> outputs [T, B, H]."""
-    return _LSTMLayer.apply(x, w_ih, w_hh, b_ih, b_hh)
+        seq, batch, hid = h.shape
+        dh = dout.contiguous().clone()  # the kernel adds into it: not the autograd engine's tensor
+        dgates = paddle.empty([seq * batch, 4 * hid], dtype=dh.dtype)
+        native.kernels().lstm_backward(
+            seq, batch, hid, _ptr(gates), _ptr(c), _ptr(w_hh), _ptr(dh), _ptr(dgates), cpu_threads()
+        )
+        del dh, gates, c
+        if seq > 1:  # h_{t-1} is zero at t = 0: that block adds nothing
+            h_prev = h.reshape([seq * batch, hid])[:-batch]
+            dw_hh = paddle.matmul(dgates[batch:], h_prev, transpose_x=True)
+        else:
+            dw_hh = paddle.zeros_like(w_hh)
+        dw_ih = paddle.matmul(dgates, x2, transpose_x=True)
+        db = paddle.matmul(paddle.ones([1, seq * batch], dtype=dgates.dtype), dgates).reshape([-1])
+        dx = paddle.matmul(dgates, w_ih).reshape([seq, batch, -1])
+        return dx, dw_ih, dw_hh, db, db.clone()  # two tensors: the gradient reducers work in place
 
 
 def lstm_forward(x: paddle.Tensor, lstm: paddle.nn.LSTM, dropout: float = 0.0, training: bool = True):
-    """A (unidirectional) `nn.LSTM` stack from zero states with its own parameters; x [T, B, I] -> [T, B, H]."""
+    """A (unidirectional) `nn.LSTM` stack from zero states with its own parameters, on the native
+    kernels (`native_kernels(x)` must not be None); x [T, B, I] time-major -> [T, B, H]."""
     for layer in range(lstm.num_layers):
         if layer > 0 and dropout > 0.0 and training:
             x = F.dropout(x, dropout)  # as nn.LSTM: between layers, not after the last
-        x = lstm_layer(
+        x = _LSTMLayer.apply(
             x,
             getattr(lstm, f"weight_ih_l{layer}"),
             getattr(lstm, f"weight_hh_l{layer}"),
@@ -144,40 +122,64 @@ def _softmax_and_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> tuple[pad
     return op(logits, labels, False, True, True, -100, -1)  # soft_label, use_softmax, stable, ignore, axis
 
 
-class _LinearCrossEntropy(PyLayer):
-    """Mean over rows of cross_entropy(h @ weight + bias, targets); the gradient is made in the forward pass.
+def _linear_xent_native(kernels, h, weight, bias, targets):
+    """(summed loss, dh, dweight, dbias) of the output layer + cross-entropy, in kernels.c: per chunk of
+    rows one GEMM for the logits, softmax + cross-entropy + softmax - one_hot in one pass on all threads,
+    two GEMMs for the gradients (the weight's accumulated in place)."""
+    n, hid = h.shape
+    vocab = weight.shape[1]
+    h, labels = h.contiguous(), targets.astype("int64").contiguous()
+    dh = paddle.empty([n, hid], dtype=h.dtype)
+    dw, db = paddle.zeros([hid, vocab], dtype=h.dtype), paddle.zeros([vocab], dtype=h.dtype)
+    scratch = paddle.empty([min(n, CE_CHUNK_ROWS), vocab], dtype=h.dtype)
+    total = kernels.linear_xent(
+        n, hid, vocab, _ptr(h), _ptr(weight), _ptr(bias), _ptr(labels),
+        _ptr(dh), _ptr(dw), _ptr(db), _ptr(scratch), CE_CHUNK_ROWS, cpu_threads(),
+    )  # fmt: skip
+    return total, dh, dw, db
 
-    Per chunk: one GEMM for the logits (bias as an extra input column), Paddle's fused softmax +
-    cross-entropy kernel, two GEMMs for the gradients of softmax. The one-hot part of
-    d loss / d logits (softmax - one_hot) is applied once at the end as a gather / index_add on
-    [n, H]-sized tensors, so nothing but the kernels above touches a [rows, vocab] buffer.
-    """
+
+def _linear_xent_paddle(h, weight, bias, targets):
+    """The same on Paddle's ops: per chunk, one GEMM for the logits (bias as an extra input column),
+    Paddle's softmax + cross-entropy kernel, two GEMMs for the gradients of softmax; the one-hot part
+    of softmax - one_hot is applied once at the end as a gather / index_add on [n, H]-sized tensors."""
+    w_aug = paddle.concat([weight, bias.unsqueeze(0)], axis=0)  # [H+1, V]
+    h_aug = _with_ones(h)  # [n, H+1]
+    labels = targets.unsqueeze(1)
+    total = paddle.zeros([], dtype=h.dtype)
+    dh_parts = []
+    dw_aug = None
+    for s in range(0, h.shape[0], CE_CHUNK_ROWS):
+        hc = h_aug[s : s + CE_CHUNK_ROWS]
+        logits = paddle.matmul(hc, w_aug)
+        softmax, loss = _softmax_and_loss(logits, labels[s : s + CE_CHUNK_ROWS])
+        del logits
+        total = total + loss.sum()
+        dh_parts.append(paddle.matmul(softmax, weight, transpose_y=True))
+        part = paddle.matmul(hc, softmax, transpose_x=True)
+        dw_aug = part if dw_aug is None else dw_aug.add_(part)
+        del softmax
+    dh = paddle.concat(dh_parts, axis=0) if len(dh_parts) > 1 else dh_parts[0]
+    dh = dh - paddle.gather(weight.T, targets)  # minus the one-hot: d logits_ij -= 1 at j = target_i
+    onehot_part = paddle.index_add(paddle.zeros([w_aug.shape[1], w_aug.shape[0]], h.dtype), targets, 0, h_aug)
+    dw_aug = dw_aug - onehot_part.T
+    return total, dh, dw_aug[:-1], dw_aug[-1]
+
+
+class _LinearCrossEntropy(PyLayer):
+    """Mean over rows of cross_entropy(h @ weight + bias, targets); the gradient is made in the forward
+    pass, chunk by chunk, so the [rows, vocab] logits and softmax are never all in memory at once."""
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets):
         n = h.shape[0]
-        w_aug = paddle.concat([weight, bias.unsqueeze(0)], axis=0)  # [H+1, V]
-        h_aug = _with_ones(h)  # [n, H+1]
-        labels = targets.unsqueeze(1)
-        total = paddle.zeros([], dtype=h.dtype)
-        dh_parts = []
-        dw_aug = None
-        for s in range(0, n, CE_CHUNK_ROWS):
-            hc = h_aug[s : s + CE_CHUNK_ROWS]
-            logits = paddle.matmul(hc, w_aug)
-            softmax, loss = _softmax_and_loss(logits, labels[s : s + CE_CHUNK_ROWS])
-            del logits
-            total = total + loss.sum()
-            dh_parts.append(paddle.matmul(softmax, weight, transpose_y=True))
-            part = paddle.matmul(hc, softmax, transpose_x=True)
-            dw_aug = part if dw_aug is None else dw_aug.add_(part)
-            del softmax
-        # minus the one-hot: d logits_ij -= 1 at j = target_i
-        dh = paddle.concat(dh_parts, axis=0) if len(dh_parts) > 1 else dh_parts[0]
-        dh = dh - paddle.gather(weight.T, targets)
-        onehot_part = paddle.index_add(paddle.zeros([w_aug.shape[1], w_aug.shape[0]], h.dtype), targets, 0, h_aug)
-        dw_aug = dw_aug - onehot_part.T
-        ctx.saved = (dh, dw_aug[:-1], dw_aug[-1], n)
+        kernels = native_kernels(h)
+        if kernels is not None:
+            total, dh, dw, db = _linear_xent_native(kernels, h, weight, bias, targets)
+            total = paddle.full([], total, dtype=h.dtype)
+        else:
+            total, dh, dw, db = _linear_xent_paddle(h, weight, bias, targets)
+        ctx.saved = (dh, dw, db, n)
         return total / n
 
     @staticmethod

@@ -47,10 +47,10 @@ class PoetryModel(nn.Layer):
         """The last LSTM layer's outputs, time-major [seq_len, batch, hidden_dim], from a zero state.
 
         The training path (`loss.sequence_loss`): the same math as `forward` without the output layer.
-        nn.LSTM's own kernel by default; `fastlstm`'s loop when `fastlstm.LOOP_LSTM_ON_CPU` is set
-        (faster only on a CPU shared with other jobs, see benchmarks/README.md).
+        On the CPU tangpoem's compiled LSTM kernels when they are available (`fastlstm`), else
+        nn.LSTM's own kernel.
         """
-        if fastlstm.use_fast_lstm(input) and fastlstm.LOOP_LSTM_ON_CPU:
+        if fastlstm.native_kernels(self.lstm.weight_hh_l0) is not None:
             embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
             return fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
         output, _ = self.lstm(self.embeddings(input))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import paddle
 import pytest
 
-from tangpoem import fastlstm
+from tangpoem import fastlstm, native
 from tangpoem.checkpoint import load_checkpoint, save_checkpoint
 from tangpoem.data import PoemData
 from tangpoem.dataset import make_loader, target_mask
@@ -38,11 +40,56 @@ def loss_and_grads(model: PoetryModel, fast: bool, masked: bool = True):
     return loss.item(), count, grads
 
 
-@pytest.fixture(params=[False, True], ids=["rnn-op", "loop-lstm"])
+@pytest.fixture(params=[True, False], ids=["native-kernels", "paddle-ops"])
 def lstm_kernel(request, monkeypatch):
-    """Both LSTM kernels of the fast path: Paddle's rnn op (the CPU default) and fastlstm's loop."""
-    monkeypatch.setattr(fastlstm, "LOOP_LSTM_ON_CPU", request.param)
+    """Both CPU fast paths: tangpoem's compiled kernels (the default) and the fallback on Paddle's ops."""
+    monkeypatch.setattr(fastlstm, "USE_NATIVE", request.param)
     return request.param
+
+
+def test_native_kernels_build_on_this_machine():
+    # the machines this project supports have cc and a Paddle wheel with MKL; without the kernels
+    # training silently takes the slow path, so a broken build must show up here
+    if os.environ.get("TANGPOEM_NATIVE") == "0":
+        pytest.skip("TANGPOEM_NATIVE=0")
+    assert native.kernels() is not None
+
+
+def test_kernels_that_cannot_build_fall_back_with_a_note(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CC", "/bin/false")
+    monkeypatch.setenv("TANGPOEM_CACHE", str(tmp_path))
+    native.kernels.cache_clear()
+    try:
+        assert native.kernels() is None
+        assert "using Paddle's ops" in capsys.readouterr().err
+        model = tiny_model()  # and training still works, on Paddle's ops
+        loss, _, grads = loss_and_grads(model, fast=True)
+        assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads.values())
+    finally:
+        native.kernels.cache_clear()
+    assert not list(tmp_path.iterdir())  # no half-built library left behind
+
+
+def test_native_softmax_cross_entropy_is_stable_and_exact():
+    kernels = native.kernels()
+    if kernels is None:
+        pytest.skip("no native kernels")
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((5, 300)) * 30).astype("float32")
+    logits[0, 7] = 1e4  # far beyond exp's range: must not overflow
+    logits[1] = -1e4
+    labels = np.array([7, 3, 299, 0, 150])
+    x = logits.astype("float64")  # the exact answer (Paddle's own kernel clips at 64 nats)
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1))
+    want_loss = log_z - shifted[np.arange(5), labels]
+    want_grad = np.exp(shifted - log_z[:, None]) - np.eye(300)[labels]
+    t = paddle.to_tensor(logits)
+    lab, loss = paddle.to_tensor(labels), paddle.empty([5])
+    total = kernels.xent_grad(t.data_ptr(), lab.data_ptr(), None, loss.data_ptr(), None, 5, 300, 2)
+    assert total == pytest.approx(want_loss.sum(), rel=1e-5)
+    np.testing.assert_allclose(loss.numpy(), want_loss, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(t.numpy(), want_grad, atol=1e-6)
 
 
 @pytest.mark.parametrize("masked", [True, False])
@@ -69,8 +116,9 @@ def test_off_cpu_branch_matches_too(monkeypatch):
         np.testing.assert_allclose(fast_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-def test_fast_lstm_outputs_match_nn_lstm(monkeypatch):
-    monkeypatch.setattr(fastlstm, "LOOP_LSTM_ON_CPU", True)
+def test_fast_lstm_outputs_match_nn_lstm():
+    if native.kernels() is None:
+        pytest.skip("no native kernels")
     model = tiny_model(layers=3)
     x, _, _ = batch()
     ref, _ = model.lstm(model.embeddings(x))  # batch-first
