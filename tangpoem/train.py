@@ -102,6 +102,25 @@ class _LossLayer(paddle.nn.Layer):
         return loss, paddle.to_tensor(count)
 
 
+def clip_grad_norm(parameters: list, max_norm: float) -> float:
+    """Scale the gradients in place so their global L2 norm is at most max_norm; returns the norm before.
+
+    The same rule as paddle.nn.ClipGradByGlobalNorm (g *= max_norm / max(norm, max_norm)), which runs
+    one-thread elementwise ops over every gradient: ~30 ms a step on the seed network here, against
+    ~2 ms for a BLAS dot product per tensor plus an in-place scale only when the norm is too large.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    with paddle.no_grad():
+        squares = [paddle.matmul(g.reshape([1, -1]), g.reshape([1, -1]), transpose_y=True) for g in grads]
+        norm = math.sqrt(float(paddle.add_n(squares).item()))
+        if norm > max_norm:
+            for g in grads:
+                g.scale_(max_norm / norm)
+    return norm
+
+
 def _average_gradients(parameters: list, world_size: int) -> None:
     """All-reduce the gradients as one flat buffer and write the mean back into each, by value.
 
@@ -277,9 +296,10 @@ def _run_training(cfg: Config) -> TrainResult:
     paddle.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = PoetryModel(mcfg)
-    clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 else None
-    optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=model.parameters(), grad_clip=clip)
     scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
+    # with AMP the gradients are still scaled until the scaler's step: clipping stays inside the optimizer
+    clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 and scaler is not None else None
+    optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=model.parameters(), grad_clip=clip)
 
     epoch, step_in_epoch, global_step = 0, 0, 0
     if ckpt is not None:
@@ -371,6 +391,8 @@ def _run_training(cfg: Config) -> TrainResult:
                     scaler.step(optimizer)
                     scaler.update()
                 else:
+                    if cfg.grad_clip > 0:
+                        clip_grad_norm(model.parameters(), cfg.grad_clip)
                     optimizer.step()
                 optimizer.clear_grad()
                 global_step += 1

@@ -141,6 +141,28 @@ def test_chunked_cross_entropy_matches_across_chunks(monkeypatch, lstm_kernel):
         )
 
 
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipping active, and not
+def test_trainer_gradient_clipping_equals_paddles(max_norm, lstm_kernel):
+    from tangpoem.train import clip_grad_norm
+
+    weights = []
+    for ours in (False, True):
+        model = tiny_model(seed=5)
+        clip = None if ours else paddle.nn.ClipGradByGlobalNorm(max_norm)
+        opt = paddle.optimizer.Adam(1e-2, parameters=model.parameters(), grad_clip=clip)
+        for step in range(3):
+            x, y, m = batch(seed=step)
+            sequence_loss(model, x, y, m)[0].backward()
+            if ours:
+                norm = clip_grad_norm(model.parameters(), max_norm)
+                assert norm > 0
+            opt.step()
+            opt.clear_grad()
+        weights.append({k: v.numpy() for k, v in model.state_dict().items()})
+    for name, want in weights[0].items():
+        np.testing.assert_allclose(weights[1][name], want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_nothing_to_count_gives_zero_loss():
     model = tiny_model()
     x, y, m = batch()
