@@ -226,6 +226,8 @@ class Worker:
         cmd += ["--embedding-dim", str(net.embedding_dim), "--hidden-dim", str(net.hidden_dim)]
         cmd += ["--num-layers", str(net.num_layers)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        if framework == "ops":
+            env["TANGPOEM_NATIVE"] = "0"
         self.framework = framework
         self.stderr = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty worker cannot block
         self.proc = subprocess.Popen(
@@ -318,6 +320,9 @@ def cpu_name() -> str:
     return platform.processor()
 
 
+FRAMEWORKS = ["paddle", "ops", "plain", "torch"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="work/tang_poem.npz", help="npz from `python -m tangpoem.data build`")
@@ -331,10 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--frameworks",
         default="paddle,torch",
-        help="the two to compare: paddle (tangpoem's training path), plain (tangpoem's plain path), torch",
+        help="the two to compare: paddle (tangpoem's training path), ops (the same without tangpoem's C kernels, "
+        "TANGPOEM_NATIVE=0), plain (tangpoem's plain path: nn.LSTM, full logits, Paddle's clip), torch",
     )
     # worker-only
-    p.add_argument("--worker", choices=["paddle", "plain", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     p.add_argument("--embedding-dim", type=int, default=256, help=argparse.SUPPRESS)
     p.add_argument("--hidden-dim", type=int, default=512, help=argparse.SUPPRESS)
@@ -350,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.data).is_file():
         sys.exit(f"{args.data} not found; build it with `python -m tangpoem.data build --out {args.data}`")
     frameworks = args.frameworks.split(",")
-    if len(frameworks) != 2 or not set(frameworks) <= {"paddle", "plain", "torch"}:
-        sys.exit("--frameworks takes two of paddle, plain, torch")
+    if len(frameworks) != 2 or not set(frameworks) <= set(FRAMEWORKS):
+        sys.exit(f"--frameworks takes two of {', '.join(FRAMEWORKS)}")
     nets = ([SEED_NET] if "seed" in args.nets else []) + (load_cpu_net() if "small" in args.nets else [])
     if args.quick:
         nets = [Net("tiny 32/1x64", 32, 64, 1)]
