@@ -74,8 +74,10 @@ def kernels() -> ctypes.CDLL | None:
     """The compiled kernels, or None when they cannot be built here (the caller falls back)."""
     if os.environ.get("TANGPOEM_NATIVE", "1") == "0" or not sys.platform.startswith("linux"):
         return None
+    import paddle
+
     libs = _paddle_libs()
-    if libs is None:
+    if libs is None or not hasattr(paddle.Tensor, "data_ptr"):  # no MKL in the wheel, or an old Paddle
         return None
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(CFLAGS).encode(), bytes(libs), _cpu_id().encode()]))
     path = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -68,3 +69,19 @@ def test_gpu_request_falls_back_to_cpu_with_a_notice(capsys):
     assert "running on the CPU" in capsys.readouterr().err
     assert setup_device(use_gpu=False, num_threads=1) == "cpu"
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "want"),
+    [(3, "1", 3), (0, "1", 1), (0, "", os.cpu_count() or 1), (0, "x", os.cpu_count() or 1)],
+)
+def test_thread_count_comes_from_the_flag_then_omp_num_threads_then_the_cores(monkeypatch, flag, env, want):
+    from tangpoem import device
+
+    before = device.cpu_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", env)
+    try:
+        assert device.set_threads(flag) == want
+        assert device.cpu_threads() == want  # what tangpoem's C kernels use
+    finally:
+        device.set_threads(before)
