@@ -124,11 +124,10 @@ def clip_grad_norm(parameters: list, max_norm: float) -> float:
 def _average_gradients(parameters: list, world_size: int) -> None:
     """All-reduce the gradients as one flat buffer and write the mean back into each, by value.
 
-    Why not DataParallel's own reducer: fastlstm's backward hands out parameter gradients that share
-    storage (bias_ih and bias_hh get one tensor; since the biases became a GEMM column, weight_ih's
-    gradient is tied to them too), and the reducer's in-place per-parameter all-reduce then corrupts
-    them (the 2-process test against a plain nn.LSTM reference caught it). Writing the mean back by
-    value is right even for shared storage: every alias receives the same numbers.
+    Why not DataParallel's own reducer: an earlier fastlstm backward handed out parameter gradients
+    that shared storage, and the reducer's in-place per-parameter all-reduce corrupted them (the
+    2-process test against a plain nn.LSTM reference caught it). Writing the mean back by value is
+    right whether or not gradients share storage, so a custom backward cannot break it again.
     """
     import paddle.distributed as dist
 
