@@ -59,7 +59,7 @@ class Config:
     grad_clip: float = _f(1.0, "clip gradients to this global norm (0: off)")
     amp: bool = _f(False, "mixed precision (GPU only)")
     seed: int = _f(0, "random seed for shuffling, initialisation and sampling")
-    num_threads: int = _f(0, "CPU threads for Paddle (0: $OMP_NUM_THREADS if set, else one per core)")
+    num_threads: int = _f(0, "CPU threads for Paddle (0: one per core)")
     max_steps: int = _f(0, "stop after this many optimizer steps, with a checkpoint (0: no limit)")
     max_minutes: float = _f(0.0, "stop after this many minutes, with a checkpoint (0: no limit)")
     resume: str = _f("", "'latest' or a checkpoint path to continue training from")

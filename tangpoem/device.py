@@ -9,13 +9,14 @@ _cpu_threads = 1  # Paddle's own default until set_threads is called
 
 
 def set_threads(num_threads: int = 0) -> int:
-    """Paddle uses one CPU thread unless told; 0 means $OMP_NUM_THREADS if set, else one per core."""
+    """Paddle uses one CPU thread unless told; 0 means one per core.
+
+    Not $OMP_NUM_THREADS: importing paddle sets it to 1 when unset, so it cannot tell what the user chose.
+    """
     import paddle
 
     global _cpu_threads
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    default = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
-    n = num_threads if num_threads > 0 else default
+    n = num_threads if num_threads > 0 else (os.cpu_count() or 1)
     _cpu_threads = n
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     paddle.set_flags({"FLAGS_paddle_num_threads": n})
