@@ -4,7 +4,7 @@ They link against the MKL and OpenMP libraries inside the Paddle wheel, so nothi
 `cc`. When that is missing, or the wheel has no MKL (for instance a non-x86 build), `kernels()` is None
 and training takes Paddle's own ops: same results, slower. TANGPOEM_NATIVE=0 forces that path.
 The library is cached under $TANGPOEM_CACHE (default ~/.cache/tangpoem), keyed by the source, the
-compiler flags and this CPU.
+compiler flags, the Paddle wheel's library folder and this CPU.
 """
 
 from __future__ import annotations
