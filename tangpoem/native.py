@@ -1,8 +1,9 @@
 """tangpoem's CPU kernels (kernels.c): compiled with the system C compiler on first use, loaded with ctypes.
 
-They link against the MKL and OpenMP libraries inside the Paddle wheel, so nothing else is needed but
-`cc`. When that is missing, or the wheel has no MKL (for instance a non-x86 build), `kernels()` is None
-and training takes Paddle's own ops: same results, slower. TANGPOEM_NATIVE=0 forces that path.
+They link against the oneDNN library inside the Paddle wheel (its sgemm) and gcc's OpenMP runtime, so
+nothing else is needed but `cc`. When that is missing, or the wheel has no oneDNN (for instance a
+non-x86 build), `kernels()` is None and training takes Paddle's own ops: same results, slower, with a
+one-line note. TANGPOEM_NATIVE=0 forces that path.
 The library is cached under $TANGPOEM_CACHE (default ~/.cache/tangpoem), keyed by the source, the
 compiler flags, the Paddle wheel's library folder and this CPU.
 """
@@ -23,11 +24,13 @@ SOURCE = Path(__file__).with_name("kernels.c")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-fopenmp"]
 
 _p, _i64, _int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+DNNL = "libdnnl.so.3"  # oneDNN inside the Paddle wheel (2.6 and 3.x): its sgemm and the libgomp it uses
 SIGNATURES = {  # name: (argument types, result type), as in kernels.c
     "xent_grad": ([_p, _p, _p, _p, _p, _i64, _i64, _int], ctypes.c_double),
     "linear_xent": ([_i64, _i64, _i64, _p, _p, _p, _p, _p, _p, _p, _p, _i64, _int], ctypes.c_double),
     "lstm_forward": ([_i64, _i64, _i64, _p, _p, _p, _p, _p, _int], None),
     "lstm_backward": ([_i64, _i64, _i64, _p, _p, _p, _p, _p, _int], None),
+    "gemm": ([_int, _int, _i64, _i64, _i64, ctypes.c_float, _p, _i64, _p, _i64, ctypes.c_float, _p, _i64, _int], None),
 }
 
 
@@ -35,8 +38,7 @@ def _paddle_libs() -> Path | None:
     import paddle
 
     libs = Path(paddle.__file__).parent / "libs"
-    ok = (libs / "libmklml_intel.so").exists() and (libs / "libiomp5.so").exists()
-    return libs if ok else None
+    return libs if (libs / DNNL).exists() else None
 
 
 def _cpu_id() -> str:
@@ -61,10 +63,10 @@ def _build(libs: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         obj, lib = os.path.join(tmp, "kernels.o"), os.path.join(tmp, out.name)
-        # compiled with -fopenmp but linked to Paddle's libiomp5 rather than gcc's libgomp: one thread
-        # pool shared with MKL (two pools spin against each other on a small machine)
+        # OpenMP from gcc's libgomp, the runtime oneDNN uses: one thread pool for the cell loops and the
+        # products (two pools spin against each other on a small machine)
         subprocess.run([cc, *CFLAGS, "-c", str(SOURCE), "-o", obj], check=True, capture_output=True)
-        link = [cc, "-shared", obj, "-o", lib, f"-L{libs}", "-lmklml_intel", "-liomp5", "-lm", f"-Wl,-rpath,{libs}"]
+        link = [cc, "-shared", "-fopenmp", obj, "-o", lib, str(libs / DNNL), "-lm", f"-Wl,-rpath,{libs}"]
         subprocess.run(link, check=True, capture_output=True)
         os.replace(lib, out)  # atomic: a concurrent process sees the old file or the whole new one
 
@@ -77,7 +79,7 @@ def kernels() -> ctypes.CDLL | None:
     import paddle
 
     libs = _paddle_libs()
-    if libs is None or not hasattr(paddle.Tensor, "data_ptr"):  # no MKL in the wheel, or an old Paddle
+    if libs is None or not hasattr(paddle.Tensor, "data_ptr"):  # no oneDNN in the wheel, or an old Paddle
         return None
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(CFLAGS).encode(), bytes(libs), _cpu_id().encode()]))
     path = cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
