@@ -34,7 +34,7 @@ class Config:
     # --- the tutorial's fields, with its values ---
     num_layers: int = _f(3, "LSTM layers")
     data_path: str = _f("work/tang_poem.npz", "corpus npz (built by `python -m tangpoem.data build`)")
-    lr: float = _f(1e-3, "Adam learning rate")
+    lr: float = _f(1e-3, "Adam learning rate (the peak, with a schedule)")
     use_gpu: bool = _f(True, "use a CUDA GPU when Paddle has one (falls back to CPU with a notice)")
     epoch: int = _f(20, "training epochs")
     batch_size: int = _f(4, "poems per batch")
@@ -49,7 +49,7 @@ class Config:
     hidden_dim: int = _f(512, "LSTM hidden size")
 
     # --- model ---
-    dropout: float = _f(0.0, "dropout between LSTM layers (the tutorial has none)")
+    dropout: float = _f(0.0, "dropout on LSTM outputs while training: between layers and before the output layer")
 
     # --- data and training ---
     batching: str = _f(
@@ -57,6 +57,9 @@ class Config:
     )
     mask_padding: bool = _f(True, "leave </s> padding out of the loss (--no-mask-padding: tutorial)")
     grad_clip: float = _f(1.0, "clip gradients to this global norm (0: off)")
+    lr_schedule: str = _f("constant", "'constant' (the tutorial) or 'cosine': decay from lr to min_lr by the last step")
+    warmup_steps: int = _f(0, "raise the learning rate linearly from 0 over this many steps")
+    min_lr: float = _f(0.0, "the learning rate at the last step of a 'cosine' schedule")
     amp: bool = _f(False, "mixed precision (GPU only)")
     seed: int = _f(0, "random seed for shuffling, initialisation and sampling")
     num_threads: int = _f(0, "CPU threads for Paddle (0: one per core)")

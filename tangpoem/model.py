@@ -1,4 +1,8 @@
-"""The tutorial's network: Embedding -> LSTM (num_layers) -> Linear over the vocabulary."""
+"""The tutorial's network: Embedding -> LSTM (num_layers) -> Linear over the vocabulary.
+
+`dropout` (0 in the tutorial) drops LSTM outputs while training: between layers (nn.LSTM's own) and
+before the output layer, the non-recurrent connections of Zaremba et al. (2014).
+"""
 
 from __future__ import annotations
 
@@ -34,12 +38,14 @@ class PoetryModel(nn.Layer):
         self.config = config
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
         self.lstm = nn.LSTM(config.embedding_dim, config.hidden_dim, config.num_layers, dropout=config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
         self.linear = nn.Linear(config.hidden_dim, config.vocab_size)
 
     def forward(self, input, hidden=None):
         batch_size, seq_len = input.shape
         embeds = self.embeddings(input)  # [batch, seq_len, embedding_dim]; nn.LSTM is batch-first
         output, hidden = self.lstm(embeds, hidden)
+        output = self.dropout(output)
         logits = self.linear(output.reshape([batch_size * seq_len, self.config.hidden_dim]))
         return logits, hidden
 
@@ -52,9 +58,10 @@ class PoetryModel(nn.Layer):
         """
         if fastlstm.native_kernels(self.lstm.weight_hh_l0) is not None:
             embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
-            return fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
-        output, _ = self.lstm(self.embeddings(input))
-        return output.transpose([1, 0, 2])
+            output = fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
+        else:
+            output = self.lstm(self.embeddings(input))[0].transpose([1, 0, 2])
+        return self.dropout(output)
 
     def zero_state(self, batch_size: int) -> tuple[paddle.Tensor, paddle.Tensor]:
         shape = [self.config.num_layers, batch_size, self.config.hidden_dim]

@@ -121,6 +121,18 @@ def clip_grad_norm(parameters: list, max_norm: float) -> float:
     return norm
 
 
+def learning_rate(cfg: Config, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): a linear warm-up, then cfg.lr ('constant')
+    or a cosine from cfg.lr down to cfg.min_lr at total_steps ('cosine'). A function of the step alone,
+    so a resumed run continues on the same curve."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = min((step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
 def _average_gradients(parameters: list, world_size: int) -> None:
     """All-reduce the gradients as one flat buffer and write the mean back into each, by value.
 
@@ -279,6 +291,8 @@ def _run_training(cfg: Config) -> TrainResult:
         raise TangpoemError("--amp (mixed precision) needs a CUDA GPU; Paddle runs on the CPU here: drop --amp")
     if cfg.batching not in ("bucket", "padded"):
         raise TangpoemError(f"batching must be 'bucket' or 'padded', not '{cfg.batching}'")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise TangpoemError(f"lr_schedule must be 'constant' or 'cosine', not '{cfg.lr_schedule}'")
     for name in ("batch_size", "epoch", "embedding_dim", "hidden_dim", "num_layers"):
         if getattr(cfg, name) < 1:
             raise TangpoemError(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -322,6 +336,7 @@ def _run_training(cfg: Config) -> TrainResult:
     )
     # the same random held-out poems at every log, eval_batches batches' worth (0: all)
     heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed)
+    total_steps = cfg.max_steps or cfg.epoch * len(sampler)  # where a 'cosine' schedule ends
     logger = _Logger(cfg) if main_rank else None
     result = TrainResult(checkpoint=ckpt.path if ckpt else "", global_step=global_step)
     started = time.monotonic()
@@ -386,6 +401,7 @@ def _run_training(cfg: Config) -> TrainResult:
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 if world_size > 1:
                     _average_gradients(model.parameters(), world_size)
+                optimizer.set_lr(learning_rate(cfg, global_step, total_steps))
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()
@@ -415,6 +431,7 @@ def _run_training(cfg: Config) -> TrainResult:
                         heldout,
                         global_step,
                         window_loss / max(window_count, 1),
+                        optimizer.get_lr(),
                     )
                     window_loss, window_count = 0.0, 0
                     tick, tick_tokens = time.monotonic(), 0  # tokens/s of training, not of the evaluation
@@ -441,11 +458,11 @@ def _run_training(cfg: Config) -> TrainResult:
     return result
 
 
-def _log_progress(cfg, logger, model, poems, heldout, step, train_loss) -> None:
+def _log_progress(cfg, logger, model, poems, heldout, step, train_loss, lr) -> None:
     model.eval()
     nats, _ = heldout_loss(model, heldout, poems.pad_id, poems.start_id)
     samples = [greedy_continue(model, poems.ix2word, start, max_len=64) for start in SAMPLE_STARTS]
-    logger.log(step, {"loss/train": train_loss, "loss/heldout": nats}, samples)
+    logger.log(step, {"loss/train": train_loss, "loss/heldout": nats, "lr": lr}, samples)
 
 
 def train(cfg: Config) -> str:
