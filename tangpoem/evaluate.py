@@ -1,6 +1,7 @@
-"""How good a checkpoint is: held-out cross-entropy (padding excluded), perplexity, well-formed samples.
+"""How good a checkpoint is: held-out cross-entropy (padding excluded), perplexity, figures of poems.
 
-    python -m tangpoem.evaluate --model-path CKPT [--data-path NPZ] [--samples 8] [--temperature 0.8]
+    python -m tangpoem.evaluate --model-path CKPT [--data-path NPZ] [--samples 8] [--temperature 0.8] [--json]
+    python -m tangpoem.evaluate --poems FILE [--data-path NPZ] [--json]   (one poem a line; no checkpoint)
 
 The held-out split is the npz's (about 2% of the poems, chosen by a hash of each poem's text). For
 scale, on that split: unigram 6.60, bigram 5.58, trigram 5.37 nats per character.
@@ -10,15 +11,29 @@ ending alternately in ， and 。. The poems are sampled from <START> at --tempe
 sampling: no top-k/top-p, no form rules; this measures the network, not the generator's constraints).
 Also here: the small decoders the trainer uses for its logged samples (greedy continuation, plain
 sampling); the full generator is `tangpoem.generate`.
+
+Figures of a list of poems (`poem_figures`), printed for the sampled poems or the --poems file and,
+as the reference, for the real poems of the held-out split in each of 五绝 七绝 五律 七律. Shares are
+of all the poems given (a poem that is not an even number of 5- or 7-character lines keeps no rule):
+- well formed: as above; rhyme: 平水韵 rhyme (`tangpoem.prosody`); all rules: rhyme and every line
+  admitted by one standard tone pattern; per rule: rhyme, 二四六分明, 粘对, no 三平尾, no 孤平, pattern;
+- copied lines: clauses of 5 or more characters found verbatim among the training split's clauses
+  (share of the lines, and of the poems with at least one);
+- poems with a repeated character, with a repeated line; distinct-2: distinct character bigrams
+  (within a line) over all bigrams of all the poems (it falls as the number of poems grows, so
+  compare lists of similar size);
+- unknown characters: poems with a character the 平水韵 table lacks (it counts as either tone).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -31,9 +46,12 @@ from tangpoem.device import setup_device
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.loss import sequence_loss
 from tangpoem.model import PoetryModel
+from tangpoem.prosody import RULES, check_poem
 
 EVAL_BATCH_SIZE = 128  # the masked mean does not depend on it; large batches are just faster
 LINE = re.compile(r"([^，。！？；]+)([，。！？；])")
+REFERENCE_FORMS = ("五绝", "七绝", "五律", "七律")
+MIN_COPIED = 5  # shorter clauses (三字句) recur in real poems by chance
 
 
 def heldout_batches(
@@ -152,36 +170,204 @@ def sample_poems(
     return [_decode(vocab, ids) for ids in out]
 
 
+# ---------------------------------------------------------------- figures of poems
+
+
+def _clauses(text: str) -> list[str]:
+    return [body for body, _ in LINE.findall(text)]
+
+
+def training_lines(poems: PoemData, min_chars: int = MIN_COPIED) -> frozenset[str]:
+    """Every clause of min_chars or more characters in the training split (rows not held out)."""
+    lines: set[str] = set()
+    for row in poems.data[~poems.heldout]:
+        lines.update(c for c in _clauses(poems.decode(row)) if len(c) >= min_chars)
+    return frozenset(lines)
+
+
+def poem_figures(texts: list[str], train_lines: frozenset[str] | set[str]) -> dict:
+    """The figures of the module docstring for a list of poems: shares in [0, 1], plus counts."""
+    n = len(texts)
+    checks = [check_poem(t) for t in texts]
+    lines = [_clauses(t) for t in texts]
+    long_lines = [[c for c in ls if len(c) >= MIN_COPIED] for ls in lines]
+    copied = [sum(c in train_lines for c in ls) for ls in long_lines]
+    bigrams = [c[i : i + 2] for ls in lines for c in ls for i in range(len(c) - 1)]
+    n_long = sum(len(ls) for ls in long_lines)
+
+    def share(count: int, total: int = n) -> float:
+        return count / total if total else 0.0
+
+    rules = {rule: share(sum(c.rules()[rule] for c in checks)) for rule in RULES}
+    rules["格律"] = share(sum(c.tones_ok for c in checks))
+    return {
+        "poems": n,
+        "well_formed": share(sum(well_formed(t) for t in texts)),
+        "forms": {f: sum(c.form == f for c in checks) for f in REFERENCE_FORMS},
+        "rhyme": rules["rhyme"],
+        "all_rules": share(sum(c.all_ok for c in checks)),
+        "rules": rules,
+        "lines": n_long,
+        "copied_lines": share(sum(copied), n_long),
+        "poems_with_copied_line": share(sum(k > 0 for k in copied)),
+        "repeated_character": share(sum(_repeats([ch for c in ls for ch in c]) for ls in lines)),
+        "repeated_line": share(sum(_repeats(ls) for ls in lines)),
+        "distinct_2": share(len(set(bigrams)), len(bigrams)),
+        "unknown_characters": share(sum(bool(c.unknown) for c in checks)),
+    }
+
+
+def _repeats(items: list[str]) -> bool:
+    return len(set(items)) < len(items)
+
+
+def reference_figures(poems: PoemData, train_lines: frozenset[str] | set[str]) -> dict[str, dict]:
+    """poem_figures of the held-out split's real poems, one entry per form of REFERENCE_FORMS."""
+    by_form: dict[str, list[str]] = {f: [] for f in REFERENCE_FORMS}
+    for row in poems.data[poems.heldout]:
+        text = poems.decode(row)
+        form = check_poem(text).form
+        if form in by_form:
+            by_form[form].append(text)
+    return {f: poem_figures(texts, train_lines) for f, texts in by_form.items()}
+
+
+def read_poems_file(path: str | Path) -> list[str]:
+    """One poem a line (blank lines skipped, spaces removed); TangpoemError for a missing, unreadable,
+    non-UTF-8 or empty file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TangpoemError(f"poems file {path} not found; give a UTF-8 text file with one poem a line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise TangpoemError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise TangpoemError(f"cannot read {path}: {err.strerror}") from None
+    poems = ["".join(line.split()) for line in text.lstrip("\ufeff").splitlines()]
+    poems = [p for p in poems if p]
+    if not poems:
+        raise TangpoemError(f"{path} holds no poems; write one poem a line")
+    return poems
+
+
+FIGURE_ROWS = (  # (label, getter, percent?)
+    ("poems", lambda f: f["poems"], False),
+    ("well formed", lambda f: f["well_formed"], True),
+    ("rhyme (平水韵)", lambda f: f["rhyme"], True),
+    ("all rules", lambda f: f["all_rules"], True),
+    ("  二四六", lambda f: f["rules"]["二四六"], True),
+    ("  粘对", lambda f: f["rules"]["粘对"], True),
+    ("  no 三平尾", lambda f: f["rules"]["三平尾"], True),
+    ("  no 孤平", lambda f: f["rules"]["孤平"], True),
+    ("  pattern", lambda f: f["rules"]["格律"], True),
+    ("copied lines", lambda f: f["copied_lines"], True),
+    ("  poems", lambda f: f["poems_with_copied_line"], True),
+    ("repeated char", lambda f: f["repeated_character"], True),
+    ("repeated line", lambda f: f["repeated_line"], True),
+    ("distinct-2", lambda f: f["distinct_2"], False),
+    ("unknown chars", lambda f: f["unknown_characters"], True),
+)
+
+
+def figures_table(columns: dict[str, dict]) -> str:
+    """The figures of several lists of poems side by side, one column each."""
+
+    def width(s: str) -> int:  # CJK characters take two columns in a terminal
+        return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)
+
+    def pad(s: str, w: int, right: bool = True) -> str:
+        fill = " " * max(0, w - width(s))
+        return fill + s if right else s + fill
+
+    names = list(columns)
+    w = max(9, *(width(n) + 1 for n in names))
+    out = [pad("", 16, False) + "".join(pad(n, w) for n in names)]
+    for label, get, percent in FIGURE_ROWS:
+        cells = []
+        for name in names:
+            value = get(columns[name])
+            if not columns[name]["poems"] and label != "poems":
+                cells.append("-")  # no poems of that form: no share
+                continue
+            cells.append(f"{value:.1%}" if percent else (f"{value:,}" if isinstance(value, int) else f"{value:.3f}"))
+        out.append(pad(label, 16, False) + "".join(pad(c, w) for c in cells))
+    return "\n".join(out)
+
+
+def figure_columns(texts: list[str], label: str, train_lines: frozenset[str]) -> dict[str, dict]:
+    """The figures of all the poems, then of each form among them."""
+    columns = {label: poem_figures(texts, train_lines)}
+    for form in REFERENCE_FORMS:
+        subset = [t for t in texts if check_poem(t).form == form]
+        if subset and len(subset) < len(texts):
+            columns[f"{label} {form}"] = poem_figures(subset, train_lines)
+    return columns
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tangpoem.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=8, help="poems to sample for the form check (default: 8)")
+    parser.add_argument("--samples", type=int, default=8, help="poems to sample for the figures (default: 8)")
+    parser.add_argument("--poems", metavar="FILE", help="figures of the poems in FILE (one a line); no checkpoint")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    ckpt = load_checkpoint(cfg.model_path)
-    poems = load_npz(cfg.data_path)
-    if ckpt.vocab != poems.ix2word:
-        raise TangpoemError(
-            f"{ckpt.path} has a vocabulary of {len(ckpt.vocab):,} that differs from {cfg.data_path}'s "
-            f"({poems.vocab_size:,}); evaluate it on the npz it was trained on"
+    report: dict = {"data_path": cfg.data_path}
+    if args.poems:
+        texts = read_poems_file(args.poems)
+        poems = load_npz(cfg.data_path)
+        report["poems_file"] = args.poems
+        label = "poems"
+    else:
+        ckpt = load_checkpoint(cfg.model_path)
+        poems = load_npz(cfg.data_path)
+        if ckpt.vocab != poems.ix2word:
+            raise TangpoemError(
+                f"{ckpt.path} has a vocabulary of {len(ckpt.vocab):,} that differs from {cfg.data_path}'s "
+                f"({poems.vocab_size:,}); evaluate it on the npz it was trained on"
+            )
+        setup_device(cfg.use_gpu, cfg.num_threads, quiet=True)
+        model = ckpt.build_model()
+        nats, count = heldout_loss(model, heldout_batches(poems), poems.pad_id, poems.start_id)
+        step, epochs, held = ckpt.meta.get("global_step", "?"), ckpt.meta.get("epoch", "?"), int(poems.heldout.sum())
+        report.update(
+            checkpoint=str(ckpt.path),
+            step=step,
+            epochs=epochs,
+            heldout_poems=held,
+            heldout_characters=count,
+            cross_entropy=round(nats, 6),
+            perplexity=round(math.exp(nats), 3),
         )
-    setup_device(cfg.use_gpu, cfg.num_threads, quiet=True)
-    model = ckpt.build_model()
-    nats, count = heldout_loss(model, heldout_batches(poems), poems.pad_id, poems.start_id)
-    step, epochs, held = ckpt.meta.get("global_step", "?"), ckpt.meta.get("epoch", "?"), int(poems.heldout.sum())
-    print(f"checkpoint     {ckpt.path} (step {step}, epochs {epochs})")
-    print(f"held out       {held:,} poems, {count:,} characters covered (every next character and <EOP>)")
-    print(f"cross-entropy  {nats:.4f} nats/char, perplexity {math.exp(nats):.1f}")
-    if args.samples > 0:
-        poems_out = sample_poems(model, ckpt.vocab, args.samples, cfg.temperature, cfg.seed, cfg.max_gen_len)
-        good = sum(well_formed(p) for p in poems_out)
-        print(
-            f"well formed    {good}/{len(poems_out)} sampled poems ({good / len(poems_out):.0%}), "
-            f"temperature {cfg.temperature}, seed {cfg.seed}"
-        )
-        for text in poems_out:
-            print(f"  {'+' if well_formed(text) else '-'} {text}")
+        if not args.json:
+            print(f"checkpoint     {ckpt.path} (step {step}, epochs {epochs})")
+            print(f"held out       {held:,} poems, {count:,} characters covered (every next character and <EOP>)")
+            print(f"cross-entropy  {nats:.4f} nats/char, perplexity {math.exp(nats):.1f}")
+        texts = []
+        if args.samples > 0:
+            texts = sample_poems(model, ckpt.vocab, args.samples, cfg.temperature, cfg.seed, cfg.max_gen_len)
+            good = sum(well_formed(p) for p in texts)
+            report.update(samples=texts, temperature=cfg.temperature, seed=cfg.seed)
+            if not args.json:
+                print(
+                    f"well formed    {good}/{len(texts)} sampled poems ({good / len(texts):.0%}), "
+                    f"temperature {cfg.temperature}, seed {cfg.seed}"
+                )
+                for text in texts:
+                    print(f"  {'+' if well_formed(text) else '-'} {text}")
+        label = "sampled"
+    train = training_lines(poems)
+    columns = figure_columns(texts, label, train) if texts else {}
+    reference = reference_figures(poems, train)
+    report.update(figures=columns, reference=reference)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+        return 0
+    print()
+    print(f"figures (reference: real poems of the held-out split of {cfg.data_path})")
+    print(figures_table({**columns, **{f"ref {f}": v for f, v in reference.items()}}))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -11,9 +12,19 @@ import paddle
 import pytest
 
 from tangpoem.checkpoint import load_checkpoint
-from tangpoem.data import load_npz
-from tangpoem.evaluate import greedy_continue, main, sample_poems, well_formed
+from tangpoem.data import build_poems, is_heldout, load_npz, save_npz
+from tangpoem.evaluate import (
+    greedy_continue,
+    main,
+    poem_figures,
+    reference_figures,
+    sample_poems,
+    training_lines,
+    well_formed,
+)
 from tangpoem.train import train
+from tests.conftest import write_corpus
+from tests.test_prosody import CHUN_WANG, DENG_GUANQUE_LOU, HU_ZHONG, JI_HAN_ZUN, JING_YE_SI, JUEJU, SHAN_JU, WEICHENG
 from tests.test_train import build_small_npz, tiny_config
 
 
@@ -89,3 +100,91 @@ def test_small_decoders_are_deterministic(trained):
     assert len(first) == 3 and all(len(p) <= 40 for p in first)
     greedy = sample_poems(model, c.vocab, 2, temperature=0, max_len=40)
     assert greedy[0] == greedy[1] == greedy_continue(model, c.vocab, "", max_len=40)
+
+
+# ---------------------------------------------------------------- figures of poems (prosody, copies, repeats)
+
+REPEATED = "春风吹柳绿，春风吹柳绿。"  # the kind of couplet an untrained sampler writes
+
+
+def test_poem_figures_by_hand():
+    train_lines = {"床前明月光", "疑是地上霜", "举头望明月", "低头思故乡", "黄河入海流"}
+    f = poem_figures([DENG_GUANQUE_LOU, JING_YE_SI, REPEATED, "你好"], train_lines)
+    assert f["poems"] == 4 and f["well_formed"] == 3 / 4 and f["forms"]["五绝"] == 2
+    assert f["rhyme"] == 2 / 4  # 登鹳雀楼, 静夜思 (光 霜 乡); 绿 is oblique
+    assert f["all_rules"] == 1 / 4  # 登鹳雀楼 alone
+    assert f["rules"] == {"rhyme": 2 / 4, "二四六": 2 / 4, "粘对": 1 / 4, "三平尾": 3 / 4, "孤平": 3 / 4, "格律": 1 / 4}
+    assert f["lines"] == 10 and f["copied_lines"] == 5 / 10 and f["poems_with_copied_line"] == 2 / 4
+    assert f["repeated_character"] == 2 / 4 and f["repeated_line"] == 1 / 4  # 静夜思 (明 月 头), the couplet
+    assert f["distinct_2"] == 35 / 40  # 16 + 15 (明月 twice) + 4 (of 8) distinct bigrams of 40
+    assert f["unknown_characters"] == 0
+    assert poem_figures([HU_ZHONG], set())["unknown_characters"] == 1  # 啼
+
+
+def real_npz(directory: Path) -> Path:
+    """A corpus of real poems, all in the training split (the split hashes the text)."""
+    texts = [DENG_GUANQUE_LOU, JUEJU, JING_YE_SI, SHAN_JU, CHUN_WANG, WEICHENG, JI_HAN_ZUN, HU_ZHONG]
+    assert not any(is_heldout(t) for t in texts)
+    poems, _ = build_poems(write_corpus(directory / "src", [[t] for t in texts]))
+    save_npz(poems, directory / "real.npz")
+    return directory / "real.npz"
+
+
+def test_evaluate_poems_file(tmp_path, capsys):
+    npz = real_npz(tmp_path)
+    capsys.readouterr()
+    path = tmp_path / "poems.txt"
+    path.write_text(f"{DENG_GUANQUE_LOU}\n\n {JUEJU} \n{REPEATED}\n", encoding="utf-8")
+    assert main(["--poems", str(path), "--data-path", str(npz)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^poems\s+3\s+1\s+1\s+0\s+0\s+0\s+0\s*$", out, re.M), out  # the file, its 五绝, its 七绝, refs
+    assert re.search(r"^rhyme \(平水韵\)\s+66\.7%\s+100\.0%\s+100\.0%\s+-\s+-\s+-\s+-\s*$", out, re.M), out
+    assert re.search(r"^copied lines\s+80\.0%", out, re.M)  # 8 of 10 lines: the two real poems'
+
+    assert main(["--poems", str(path), "--data-path", str(npz), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["poems_file"] == str(path) and set(report["reference"]) == {"五绝", "七绝", "五律", "七律"}
+    figures = report["figures"]["poems"]
+    assert figures["poems"] == 3 and figures["all_rules"] == pytest.approx(2 / 3)
+    assert figures["repeated_line"] == pytest.approx(1 / 3) and figures["copied_lines"] == pytest.approx(0.8)
+    assert report["figures"]["poems 七绝"]["poems"] == 1 and report["reference"]["五律"]["poems"] == 0
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "not found"), (b"\n \n", "holds no poems"), ("白日依山尽，黄河入海流。".encode("gbk"), "not UTF-8")],
+)
+def test_evaluate_refuses_bad_poem_files(tmp_path, capsys, content, message):
+    path = tmp_path / "poems.txt"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["--poems", str(path), "--data-path", str(tmp_path / "unused.npz")]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(path) in err[0] and captured.out == ""
+
+
+def test_evaluate_json_with_a_checkpoint(trained, capsys):
+    npz, ckpt = trained
+    assert main(["--model-path", ckpt, "--data-path", str(npz), "--samples", "3", "--no-use-gpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    want, chars = numpy_heldout_cross_entropy(ckpt, npz)
+    assert report["cross_entropy"] == pytest.approx(want, abs=2e-4) and report["heldout_characters"] == chars
+    assert len(report["samples"]) == 3 and report["figures"]["sampled"]["poems"] == 3
+    assert report["reference"]["五绝"]["poems"] > 0  # the synthetic corpus is all five-character quatrains
+
+
+@pytest.mark.slow
+def test_reference_figures_on_the_real_heldout_split(built_corpus):
+    poems, _ = built_corpus
+    ref = reference_figures(poems, training_lines(poems))
+    assert list(ref) == ["五绝", "七绝", "五律", "七律"]
+    for form, f in ref.items():
+        assert f["poems"] >= 80, form
+        assert f["well_formed"] > 0.95 and f["forms"][form] == f["poems"]
+        # Real Tang poems mostly keep the rules; many 五绝 are 古绝 (oblique rhymes, free tones).
+        assert 0.7 < f["rhyme"] < 0.97 and 0.4 < f["all_rules"] < 0.9 and f["all_rules"] <= f["rhyme"]
+        assert f["rules"]["三平尾"] > 0.9 and f["rules"]["孤平"] > 0.9
+        assert f["copied_lines"] < 0.15 and f["repeated_line"] < 0.05
+        assert 0.85 < f["distinct_2"] < 1
+    assert ref["七绝"]["all_rules"] > ref["五绝"]["all_rules"]
