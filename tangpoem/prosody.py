@@ -42,8 +42,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from itertools import product
+from pathlib import Path
 
 from tangpoem.errors import TangpoemError
 
@@ -59,6 +59,7 @@ BASE_LINES = {
 }
 PATTERN_NAMES = ("平起入韵", "平起不入韵", "仄起入韵", "仄起不入韵")
 RULES = ("rhyme", "二四六", "粘对", "三平尾", "孤平")  # the per-rule booleans of PoemCheck, in this order
+TABLE_FILE = "pingshui.tsv"  # package data, written by scripts/build_pingshui.py
 CLAUSE = re.compile(r"([^，。！？；,.!?;]+)([，。！？；,.!?;])")
 
 
@@ -70,8 +71,11 @@ _UNKNOWN: tuple[int, frozenset[str]] = (0, frozenset())
 
 @cache
 def _table() -> tuple[dict[str, tuple[int, frozenset[str]]], tuple[str, ...]]:
-    """({character: (tone bits, level groups)}, the 30 group names), read once, lazily: about 1 ms."""
-    text = resources.files("tangpoem").joinpath("pingshui.tsv").read_text(encoding="utf-8")
+    """({character: (tone bits, level groups)}, the 30 group names), read once, lazily: ~2 ms of CPU in a
+    new process (benchmarks/bench_prosody.py). A plain path beside this file, not importlib.resources,
+    whose first use costs another ~4 ms; the package is always installed as files (Paddle cannot be
+    imported from a zip either)."""
+    text = (Path(__file__).resolve().parent / TABLE_FILE).read_text(encoding="utf-8")
     table: dict[str, tuple[int, frozenset[str]]] = {}
     names: tuple[str, ...] = ()
     for line in text.splitlines():
