@@ -319,7 +319,8 @@ class PoemCheck:
 def split_lines(text: str) -> list[str] | None:
     """The clauses of a poem (text between punctuation marks), or None when the text is not made of
     Chinese characters closed by punctuation."""
-    from tangpoem.forms import is_hanzi  # here, not at the top: forms (the decoder's rules) imports this module
+    # Imported here: forms (the decoder's rules) is to consult this module, and must be able to import it.
+    from tangpoem.forms import is_hanzi
 
     text = "".join(text.split())
     parts = CLAUSE.findall(text)

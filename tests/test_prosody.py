@@ -243,12 +243,27 @@ def test_faults_are_found_one_at_a_time():
     assert lone.rhyme and lone.distinct_246 and lone.nian_dui and lone.no_three_level
     assert not lone.no_lone_level and not lone.tones_ok
 
+    # 权审 题山院: 一山秋气寒 is 仄平平仄平: a level 3rd rescues the line from 孤平.
+    rescued = check_poem("万叶风声利，一山秋气寒。晓霜浮碧瓦，落日度朱栏。")
+    assert prosody.tone_string("一山秋气寒") == "ZPPZP" and rescued.no_lone_level and rescued.all_ok
+
     tail = check_poem(GUAN_FANG_BAI_YING)
     assert tail.rhyme and tail.distinct_246 and tail.nian_dui and tail.no_lone_level  # 高 毛 毫: 四豪
     assert not tail.no_three_level and not tail.tones_ok
 
     oblique_rhyme = check_poem(CHUN_XIAO)
     assert oblique_rhyme.form == "五绝" and not oblique_rhyme.rhyme and not oblique_rhyme.all_ok
+
+
+def test_rhyme_covers_the_odd_lines_too():
+    # 韦应物 喜园中茶生: 烦 原 园 言 share 十三元, but line 5 ends level (余) where 近体 wants oblique.
+    cha = "洁性不可污，为饮涤尘烦。此物信灵味，本自出山原。聊因理郡余，率尔植荒园。喜随众草长，得与幽人言。"
+    assert not check_poem(cha).rhyme
+    assert check_poem(cha.replace("理郡余", "理郡事")).rhyme  # 事 is oblique
+    # 崔道融 钓鱼: 青 星 are 九青; line 1 ends level on 名 (八庚), a neighbouring group.
+    fishing = "闲钓江鱼不钓名，瓦瓯斟酒暮山青。醉头倒向芦花里，却笑无端犯客星。"
+    assert not check_poem(fishing).rhyme
+    assert check_poem(fishing.replace("钓名", "钓经")).rhyme_groups == ("下平九青",)  # 经 is 九青
 
 
 def test_two_class_characters_fit_either_tone():
