@@ -26,22 +26,76 @@ VERSION = 1
 TRAINER_SUFFIX = ".trainer"
 
 
+def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every float32 tensor in PoetryModel(config).state_dict() (tested against it).
+
+    nn.LSTM lists each weight twice, as `weight_ih_l{k}` and as its cell's `{k}.cell.weight_ih`: one
+    parameter under two names, so a checkpoint holds both and they must be equal.
+    """
+    V, E, H = config.vocab_size, config.embedding_dim, config.hidden_dim
+    shapes: dict[str, tuple[int, ...]] = {"embeddings.weight": (V, E)}
+    for k in range(config.num_layers):
+        for name, shape in (("weight_ih", (4 * H, E if k == 0 else H)), ("weight_hh", (4 * H, H)),
+                            ("bias_ih", (4 * H,)), ("bias_hh", (4 * H,))):  # fmt: skip
+            shapes[f"lstm.{name}_l{k}"] = shapes[f"lstm.{k}.cell.{name}"] = shape
+    shapes["linear.weight"], shapes["linear.bias"] = (H, V), (V,)
+    return shapes
+
+
+def check_weights(path: str, config: ModelConfig, weights: dict[str, np.ndarray]) -> None:
+    """Every tensor the network needs, with its shape and dtype, and nothing else: Paddle's set_state_dict
+    only warns about a wrong shape and keeps those weights random, and the numpy step would compute garbage."""
+    damaged = "the file is damaged or was edited; use another checkpoint"
+    shapes = expected_tensors(config)
+    missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
+    if missing or extra:
+        what = f"lacks {', '.join(missing[:3])}" if missing else f"holds tensors the network has not: {extra[:3]}"
+        raise TangpoemError(f"{path}: {what} (the network it describes: {config.to_dict()}); {damaged}")
+    for name, shape in shapes.items():
+        w = weights[name]
+        if w.shape != shape or w.dtype != np.float32:
+            raise TangpoemError(
+                f"{path}: tensor {name} is {w.dtype} {list(w.shape)}, the network it describes "
+                f"({config.to_dict()}) needs float32 {list(shape)}; {damaged}"
+            )
+    for k in range(config.num_layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            if not np.array_equal(weights[f"lstm.{name}_l{k}"], weights[f"lstm.{k}.cell.{name}"]):
+                raise TangpoemError(f"{path}: lstm.{name}_l{k} and lstm.{k}.cell.{name} differ; {damaged}")
+
+
+def _check_model_config(path: str, config: ModelConfig) -> None:
+    sizes = {k: getattr(config, k) for k in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers")}
+    bad = [f"{k}={v!r}" for k, v in sizes.items() if type(v) is not int or v < 1]
+    dropout = config.dropout
+    if type(dropout) not in (int, float) or not 0 <= dropout < 1:
+        bad.append(f"dropout={dropout!r}")
+    if bad:
+        raise TangpoemError(
+            f"{path}: the network in its metadata is impossible ({', '.join(bad)}); the file was edited"
+        )
+
+
 @dataclass
 class Checkpoint:
+    """A loaded checkpoint; its weights fit the network its metadata describes (checked on creation)."""
+
     path: str
     model_config: ModelConfig
     vocab: list[str]
     weights: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)  # epoch, step, training config, ...
 
+    def __post_init__(self) -> None:
+        # here, so every user of a checkpoint (build_model, the numpy step, resume, export) gets checked weights
+        _check_model_config(self.path, self.model_config)
+        check_weights(self.path, self.model_config, self.weights)
+
     def build_model(self) -> PoetryModel:
         """The network with these weights, in eval mode."""
         import paddle
 
         model = PoetryModel(self.model_config)
-        own = model.state_dict()
-        if set(own) != set(self.weights):
-            raise TangpoemError(f"{self.path}: its weights do not fit the network it describes; the file is damaged")
         model.set_state_dict({k: paddle.to_tensor(v) for k, v in self.weights.items()})
         model.eval()
         return model
@@ -74,6 +128,27 @@ def save_checkpoint(
     atomic_write(path, lambda f: f.write(blob))
 
 
+def _declared_size(path: str) -> int | None:
+    """The size a safetensors file's header promises (header + tensor data), or None if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > 100 << 20:  # no header is that large: not a safetensors file
+                return None
+            raw = f.read(n)
+    except OSError:
+        return None
+    if not raw.startswith(b"{"):
+        return None
+    if len(raw) < n:  # the header itself is cut
+        return 8 + n
+    try:
+        header = json.loads(raw)
+        return 8 + n + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by save_checkpoint; a clear TangpoemError for anything else."""
     from safetensors import SafetensorError, safe_open
@@ -89,6 +164,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             header = json.loads((f.metadata() or {}).get("tangpoem", "null"))
             weights = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
+        declared, size = _declared_size(path), os.path.getsize(path)
+        if declared is not None and declared > size:
+            raise TangpoemError(
+                f"{path} is truncated ({size:,} of its {declared:,} bytes; an interrupted copy?); "
+                "copy it again or use another checkpoint"
+            ) from None
         raise TangpoemError(
             f"{path} is not a tangpoem checkpoint ({err}); checkpoints of the original "
             "tutorial (paddle.save pickles) cannot be loaded, retrain with tangpoem"

@@ -180,6 +180,16 @@ def build_poems(source: str | Path, maxlen: int = 125) -> tuple[PoemData, BuildR
 # ---------------------------------------------------------------- load
 
 
+def _latin1_bytes(*args) -> bytes:
+    """`_codecs.encode(text, 'latin1')`, the only call allowed: how pickle protocol 2 (numpy before 1.17)
+    spells a bytes object, such as the b'b' in every ndarray's reconstruction. Any other encoding is a
+    codec the file would choose (zlib, base64, ...), so it is refused, as PyTorch's weights-only unpickler does."""
+    if len(args) != 2 or type(args[0]) is not str or args[1] not in ("latin1", "latin-1"):
+        shown = ", ".join(type(a).__name__ if type(a) is not str else repr(a[:20]) for a in args)
+        raise pickle.UnpicklingError(f"refused _codecs.encode({shown}): only (str, 'latin1') rebuilds bytes")
+    return args[0].encode("latin-1")
+
+
 class _VocabularyUnpickler(pickle.Unpickler):
     """Admits only what numpy needs to rebuild an object array holding plain dicts, str and int."""
 
@@ -193,6 +203,8 @@ class _VocabularyUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):  # protocol 2's bytes, checked when called
+            return _latin1_bytes
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refused to load {module}.{name}")
         return super().find_class(module, name)

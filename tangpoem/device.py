@@ -2,10 +2,72 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from pathlib import Path
 
 _cpu_threads = 1  # Paddle's own default until set_threads is called
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity (taskset, cpusets), capped by a container's CPU
+    quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`) rounded up; at least 1.
+
+    os.cpu_count() counts the machine's cores: in a container limited to 2 CPUs on a 64-core host, 64
+    threads would fight over 2 cores' worth of time.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _own_and_ancestors(mount: Path, relative: str) -> list[Path]:
+    """The process's cgroup folder under a mount and each parent up to the mount (a limit set on any of
+    them applies); the mount alone when that folder is not visible (v1 containers show the host's path)."""
+    folder = mount / relative.lstrip("/")
+    if not relative.strip("/") or not folder.is_dir():
+        return [mount]
+    return [folder, *[p for p in folder.parents if p == mount or mount in p.parents]]
+
+
+def cgroup_cpu_quota(root: Path | None = None, self_cgroup: Path | None = None) -> float | None:
+    """CPUs' worth of time the cgroup quota allows (e.g. 1.5), the smallest along the hierarchy; None if none."""
+    root = CGROUP_ROOT if root is None else root
+    lines = (_read(SELF_CGROUP if self_cgroup is None else self_cgroup) or "").splitlines()
+    limits: list[float] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, relative = parts
+        if controllers == "":  # cgroup v2: "0::/path"; its mount is the root or, on hybrid systems, unified/
+            mount = root if (root / "cgroup.controllers").exists() else root / "unified"
+            for folder in _own_and_ancestors(mount, relative):
+                quota, _, period = (_read(folder / "cpu.max") or "max").partition(" ")
+                if quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:  # not "max"
+                    limits.append(int(quota) / int(period))
+        elif "cpu" in controllers.split(","):  # cgroup v1: "4:cpu,cpuacct:/path"
+            mount = next((root / m for m in (controllers, "cpu", "cpu,cpuacct") if (root / m).is_dir()), None)
+            for folder in _own_and_ancestors(mount, relative) if mount else []:
+                quota, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+                if quota and period and quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:
+                    limits.append(int(quota) / int(period))
+    return min(limits) if limits else None
 
 
 def quiet_idle_threads() -> None:
@@ -24,14 +86,14 @@ def quiet_idle_threads() -> None:
 
 
 def set_threads(num_threads: int = 0) -> int:
-    """Paddle uses one CPU thread unless told; 0 means one per core.
+    """Paddle uses one CPU thread unless told; 0 means one per usable CPU (`usable_cpus`).
 
     Not $OMP_NUM_THREADS: importing paddle sets it to 1 when unset, so it cannot tell what the user chose.
     """
     import paddle
 
     global _cpu_threads
-    n = num_threads if num_threads > 0 else (os.cpu_count() or 1)
+    n = num_threads if num_threads > 0 else usable_cpus()
     _cpu_threads = n
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
     paddle.set_flags({"FLAGS_paddle_num_threads": n})

@@ -23,6 +23,7 @@ import numpy as np
 from tangpoem.checkpoint import Checkpoint, load_checkpoint
 from tangpoem.config import add_config_args, config_from_args
 from tangpoem.data import atomic_write
+from tangpoem.device import usable_cpus
 from tangpoem.errors import TangpoemError, cli_main
 
 META_FORMAT = "tangpoem-step"
@@ -103,7 +104,7 @@ class InferenceStep:
             )
         config = pi.Config(*files)
         config.disable_gpu()
-        config.set_cpu_math_library_num_threads(num_threads if num_threads > 0 else (os.cpu_count() or 1))
+        config.set_cpu_math_library_num_threads(num_threads if num_threads > 0 else usable_cpus())
         config.switch_ir_optim(ir_optim)
         if onednn:
             config.enable_mkldnn()

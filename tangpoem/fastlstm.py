@@ -10,12 +10,14 @@ of a training step (see benchmarks/README.md). Here:
   count, in row chunks; the gradient is formed in the same pass, so the [positions, vocab] logits,
   softmax and their gradients are never all in memory at once.
 
-When the kernels cannot be built (no C compiler, a Paddle wheel without MKL) the LSTM is Paddle's
+When the kernels cannot be built (no C compiler, a Paddle wheel without oneDNN) the LSTM is Paddle's
 `rnn` op and the softmax Paddle's own: same results, slower. Parameters are the `nn.LSTM` /
 `nn.Linear` ones, used as they are: the state_dict does not change.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import paddle
 import paddle.nn.functional as F
@@ -49,8 +51,12 @@ def _with_ones(x: paddle.Tensor) -> paddle.Tensor:
     return paddle.concat([x, paddle.ones([x.shape[0], 1], dtype=x.dtype)], axis=1)
 
 
-def _ptr(t: paddle.Tensor) -> int:
-    assert t.is_contiguous() and t.place.is_cpu_place(), "native kernels take contiguous CPU tensors"
+def _ptr(t: paddle.Tensor, dtype=paddle.float32) -> int:
+    """The address of t's data for the C kernels, which read it as a dense row-major CPU array of dtype.
+    A real check, not an assert (`python -O` drops those): anything else would be read out of bounds."""
+    if not (t.is_contiguous() and t.place.is_cpu_place() and t.dtype == dtype):
+        raise ValueError(f"native kernels take contiguous CPU {dtype} tensors, got {t.dtype} on {t.place}"
+                         f"{'' if t.is_contiguous() else ', not contiguous'}")  # fmt: skip
     return t.data_ptr()
 
 
@@ -96,9 +102,10 @@ class _LSTMLayer(PyLayer):
         seq, batch, hid = h.shape
         dh = dout.contiguous().clone()  # the kernel adds into it: not the autograd engine's tensor
         dgates = paddle.empty([seq * batch, 4 * hid], dtype=dh.dtype)
-        native.kernels().lstm_backward(
+        status = native.kernels().lstm_backward(
             seq, batch, hid, _ptr(gates), _ptr(c), _ptr(w_hh), _ptr(dh), _ptr(dgates), cpu_threads()
         )
+        native.check(status)
         del dh, gates, c
         if seq > 1:  # h_{t-1} is zero at t = 0: that block adds nothing
             h_prev = h.reshape([seq * batch, hid])[:-batch]
@@ -145,11 +152,13 @@ def _linear_xent_native(kernels, h, weight, bias, targets):
     dh = paddle.empty([n, hid], dtype=h.dtype)
     dw, db = paddle.zeros([hid, vocab], dtype=h.dtype), paddle.zeros([vocab], dtype=h.dtype)
     scratch = paddle.empty([min(n, CE_CHUNK_ROWS), vocab], dtype=h.dtype)
-    total = kernels.linear_xent(
-        n, hid, vocab, _ptr(h), _ptr(weight), _ptr(bias), _ptr(labels),
-        _ptr(dh), _ptr(dw), _ptr(db), _ptr(scratch), CE_CHUNK_ROWS, cpu_threads(),
+    total = ctypes.c_double()
+    status = kernels.linear_xent(
+        n, hid, vocab, _ptr(h), _ptr(weight), _ptr(bias), _ptr(labels, paddle.int64),
+        _ptr(dh), _ptr(dw), _ptr(db), _ptr(scratch), CE_CHUNK_ROWS, cpu_threads(), ctypes.byref(total),
     )  # fmt: skip
-    return total, dh, dw, db
+    native.check(status, labels, vocab)  # a target id outside [0, vocab): refused by the kernel
+    return total.value, dh, dw, db
 
 
 def _linear_xent_paddle(h, weight, bias, targets):

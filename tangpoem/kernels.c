@@ -7,6 +7,8 @@
  * path at a third of oneDNN's speed (26 against 140 GFLOP/s on a 2-core EPYC).
  *
  * Layouts are row-major float32. Gate order is Paddle's nn.LSTM one: i, f, g (cell candidate), o.
+ * Functions that can fail return a status (TP_OK, TP_BAD_LABEL, TP_NO_MEMORY; native.py raises on the
+ * others) and check their inputs and allocations before writing anything.
  */
 #include <math.h>
 #include <stdint.h>
@@ -19,6 +21,16 @@ typedef int64_t dim_t;
 int dnnl_sgemm(char transa, char transb, dim_t M, dim_t N, dim_t K, float alpha, const float *A, dim_t lda,
                const float *B, dim_t ldb, float beta, float *C, dim_t ldc);
 void omp_set_num_threads(int n);
+int omp_get_thread_num(void);
+
+enum { TP_OK = 0, TP_BAD_LABEL = 1, TP_NO_MEMORY = 2 }; /* as native.py's OK, BAD_LABEL, NO_MEMORY */
+
+/* Labels index rows of `vocab` logits: one outside [0, vocab) would read and write past the buffer. */
+static int labels_in_range(const int64_t *labels, int64_t rows, int64_t vocab) {
+    for (int64_t r = 0; r < rows; r++)
+        if (labels[r] < 0 || labels[r] >= vocab) return 0;
+    return 1;
+}
 
 /* C [m, n] = alpha * op(A) op(B) + beta * C, row-major; op(X) = X^T when its flag is set */
 static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
@@ -36,15 +48,21 @@ void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const fl
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* softmax + cross-entropy over rows of logits [rows, vocab], in place. bias [vocab] (may be NULL) is
- * added to every row first. Returns sum_r loss_r, loss_r = logsumexp(row) - row[label[r]], also written
- * to loss[r] unless loss is NULL; each row becomes softmax - one_hot(label), the gradient of loss_r with
- * respect to it, and dbias (unless NULL) accumulates the column sums of those gradients. */
-double xent_grad(float *logits, const int64_t *labels, const float *bias, float *loss, float *dbias, int64_t rows,
-                 int64_t vocab, int threads) {
+ * added to every row first. Writes *total = sum_r loss_r, loss_r = logsumexp(row) - row[label[r]], also
+ * written to loss[r] unless loss is NULL; each row becomes softmax - one_hot(label), the gradient of loss_r
+ * with respect to it, and dbias (unless NULL) accumulates the column sums of those gradients.
+ * Returns TP_BAD_LABEL (nothing written) when a label is outside [0, vocab). */
+int xent_grad(float *logits, const int64_t *labels, const float *bias, float *loss, float *dbias, int64_t rows,
+              int64_t vocab, int threads, double *total_out) {
+    if (!labels_in_range(labels, rows, vocab)) return TP_BAD_LABEL;
+    if (threads < 1) threads = 1;
+    /* one column-sum row per thread, allocated before the parallel region where a failure can be returned */
+    float *colsums = dbias ? calloc((size_t)threads * (size_t)vocab, sizeof(float)) : NULL;
+    if (dbias && !colsums) return TP_NO_MEMORY;
     double total = 0.0;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
     {
-        float *colsum = dbias ? calloc((size_t)vocab, sizeof(float)) : NULL;
+        float *colsum = colsums ? colsums + (size_t)omp_get_thread_num() * (size_t)vocab : NULL;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             float *x = logits + r * vocab;
@@ -74,31 +92,39 @@ double xent_grad(float *logits, const int64_t *labels, const float *bias, float 
                 for (int64_t j = 0; j < vocab; j++) colsum[j] += x[j];
             }
         }
-        if (colsum) {
-#pragma omp critical
-            for (int64_t j = 0; j < vocab; j++) dbias[j] += colsum[j];
-            free(colsum);
-        }
     }
-    return total;
+    if (colsums) { /* in thread order: the same sum every run */
+        for (int t = 0; t < threads; t++)
+            for (int64_t j = 0; j < vocab; j++) dbias[j] += colsums[(size_t)t * (size_t)vocab + j];
+        free(colsums);
+    }
+    *total_out = total;
+    return TP_OK;
 }
 
 /* The output layer and cross-entropy with their gradients, over n rows in chunks of `chunk` rows:
- * logits = h w + b (h [n, H], w [H, V] as nn.Linear's weight), loss as in xent_grad. Returns the summed
- * loss; writes dh [n, H]; adds into dw [H, V] and db [V] (zero them first). scratch: [chunk, V] floats. */
-double linear_xent(int64_t n, int64_t H, int64_t V, const float *h, const float *w, const float *b,
-                   const int64_t *labels, float *dh, float *dw, float *db, float *scratch, int64_t chunk, int threads) {
+ * logits = h w + b (h [n, H], w [H, V] as nn.Linear's weight), loss as in xent_grad. Writes the summed
+ * loss to *total_out and dh [n, H]; adds into dw [H, V] and db [V] (zero them first). scratch: [chunk, V]
+ * floats. Returns TP_BAD_LABEL (nothing written) when a label is outside [0, V). */
+int linear_xent(int64_t n, int64_t H, int64_t V, const float *h, const float *w, const float *b,
+                const int64_t *labels, float *dh, float *dw, float *db, float *scratch, int64_t chunk, int threads,
+                double *total_out) {
+    if (!labels_in_range(labels, n, V)) return TP_BAD_LABEL;
     double total = 0.0;
     omp_set_num_threads(threads);
     for (int64_t s = 0; s < n; s += chunk) {
         const int r = (int)(n - s < chunk ? n - s : chunk);
         const float *hs = h + s * H;
+        double part;
         sgemm(0, 0, r, V, H, 1.0f, hs, H, w, V, 0.0f, scratch, V);
-        total += xent_grad(scratch, labels + s, b, NULL, db, r, V, threads);
+        const int status = xent_grad(scratch, labels + s, b, NULL, db, r, V, threads, &part);
+        if (status != TP_OK) return status;
+        total += part;
         sgemm(0, 1, r, H, V, 1.0f, scratch, V, w, V, 0.0f, dh + s * H, H);
         sgemm(1, 0, H, V, r, 1.0f, hs, H, scratch, V, 1.0f, dw, V);
     }
-    return total;
+    *total_out = total;
+    return TP_OK;
 }
 
 /* LSTM recurrence from a zero state.
@@ -134,11 +160,13 @@ void lstm_forward(int64_t T, int64_t B, int64_t H, float *gates, const float *w_
 
 /* The backward pass of lstm_forward. dout [T, B, H] is d loss / d h_t from above (overwritten as
  * scratch); gates and c are lstm_forward's. Writes dgates [T, B, 4H], the gradient with respect to the
- * pre-activations, from which the caller forms the weight, bias and input gradients as large products. */
-void lstm_backward(int64_t T, int64_t B, int64_t H, const float *gates, const float *c, const float *w_hh,
-                   float *dout, float *dgates, int threads) {
+ * pre-activations, from which the caller forms the weight, bias and input gradients as large products.
+ * Returns TP_NO_MEMORY when its [B, H] scratch cannot be allocated. */
+int lstm_backward(int64_t T, int64_t B, int64_t H, const float *gates, const float *c, const float *w_hh,
+                  float *dout, float *dgates, int threads) {
     const int64_t G = 4 * H;
-    float *dc_next = calloc((size_t)(B * H), sizeof(float));
+    float *dc_next = calloc((size_t)B * (size_t)H, sizeof(float));
+    if (!dc_next) return TP_NO_MEMORY;
     omp_set_num_threads(threads);
     for (int64_t t = T - 1; t >= 0; t--) {
         const float *gt = gates + t * B * G;
@@ -166,4 +194,5 @@ void lstm_backward(int64_t T, int64_t B, int64_t H, const float *gates, const fl
             sgemm(0, 0, B, H, G, 1.0f, dgt, G, w_hh, H, 1.0f, dout + (t - 1) * B * H, H);
     }
     free(dc_next);
+    return TP_OK;
 }

@@ -14,15 +14,24 @@ from tangpoem.data import PoemData, build_poems, save_npz
 CORPUS_ENV = "TANGPOEM_CORPUS"
 
 
-@pytest.fixture(scope="session")
-def corpus_dir() -> Path:
-    """The chinese-poetry Tang files; scripts/test.sh and .ci/run set $TANGPOEM_CORPUS."""
+def corpus_from_env(base: Path) -> Path | None:
+    """$TANGPOEM_CORPUS as an absolute path (a relative one is taken from `base`), or None when unset.
+
+    Absolute because tests run commands in other folders: scripts/test.sh sets the relative
+    `work/chinese-poetry-2.0.1.tgz` after downloading the corpus.
+    """
     value = os.environ.get(CORPUS_ENV)
-    if not value:
+    return (base / Path(value).expanduser()).resolve() if value else None
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(request) -> Path:
+    """The chinese-poetry Tang files (a folder or the tarball); scripts/test.sh and .ci/run set $TANGPOEM_CORPUS."""
+    path = corpus_from_env(request.config.invocation_params.dir)
+    if path is None:
         pytest.skip(f"${CORPUS_ENV} is not set (scripts/test.sh sets it; or export it to the corpus path)")
-    path = Path(value)
     if not path.exists():
-        pytest.fail(f"${CORPUS_ENV}={value} does not exist")
+        pytest.fail(f"${CORPUS_ENV}={os.environ[CORPUS_ENV]} does not exist (looked for {path})")
     return path
 
 

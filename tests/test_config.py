@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import pytest
 
 from tangpoem.config import Config, add_config_args, config_from_args, make_config
+from tangpoem.device import usable_cpus
 from tangpoem.errors import TangpoemError
 
 TUTORIAL = {
@@ -71,8 +71,8 @@ def test_gpu_request_falls_back_to_cpu_with_a_notice(capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize(("flag", "want"), [(1, 1), (3, 3), (0, os.cpu_count() or 1)])
-def test_thread_count_is_the_flag_else_one_per_core(flag, want):
+@pytest.mark.parametrize(("flag", "want"), [(1, 1), (3, 3), (0, usable_cpus())])
+def test_thread_count_is_the_flag_else_one_per_usable_cpu(flag, want):
     import paddle  # noqa: F401  (importing paddle sets OMP_NUM_THREADS=1: it must not decide the count)
 
     from tangpoem import device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import pickle
@@ -108,6 +109,39 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+def replace_member(path: Path, name: str, blob: bytes) -> Path:
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    members[name] = blob
+    with zipfile.ZipFile(path, "w") as archive:
+        for n, b in members.items():
+            archive.writestr(n, b)
+    return path
+
+
+def npy_pickled(value: object, protocol: int) -> bytes:
+    """An .npy of a 0-d object array as numpy writes it: a version 1.0 header, then the pickle. numpy before
+    1.17 pickled at protocol 2 and named its module numpy.core (numpy 2 renamed it numpy._core)."""
+    array = np.array(value, dtype=object)
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(array))
+    out.write(pickle.dumps(array, protocol=protocol).replace(b"numpy._core.", b"numpy.core."))
+    return out.getvalue()
+
+
+def test_classic_npz_written_at_pickle_protocol_2_loads(tmp_path):
+    path = classic_npz(tmp_path / "tang.npz")
+    with zipfile.ZipFile(path) as archive:
+        word2ix = np.load(io.BytesIO(archive.read("word2ix.npy")), allow_pickle=True).item()
+    for key, value in (("word2ix", word2ix), ("ix2word", {i: w for w, i in word2ix.items()})):
+        blob = npy_pickled(value, protocol=2)
+        assert b"c_codecs\nencode\n" in blob and b"numpy.core.multiarray" in blob  # as the classic files hold
+        replace_member(path, f"{key}.npy", blob)
+    poems = load_npz(path)
+    assert poems.classic and poems.ix2word == list(word2ix)
+    assert poems.texts() == ["床前明月光。", "明月床前光，床前明"]
+
+
 def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.npz"
@@ -115,17 +149,35 @@ def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
     evil = io.BytesIO()
     np.save(evil, np.array(RunsCode(marker), dtype=object), allow_pickle=True)
     assert b"system" in evil.getvalue()
-    with zipfile.ZipFile(path, "a") as archive:  # replace word2ix.npy by the crafted one
-        names = {n: archive.read(n) for n in archive.namelist()}
-    names["word2ix.npy"] = evil.getvalue()
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, blob in names.items():
-            archive.writestr(name, blob)
+    replace_member(path, "word2ix.npy", evil.getvalue())
     with pytest.raises(TangpoemError, match="refus"):
         load_npz(path)
     assert not marker.exists()
     pickle.loads(pickle.dumps(RunsCode(marker)))  # the same payload does run when unpickled freely
     assert marker.exists()
+
+
+class Encodes:
+    """Unpickles as codecs.encode(*args): the call protocol 2 uses for bytes, with other arguments."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        return (codecs.encode, self.args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("eJwrzy/KSQEABjwCHg==", "base64"), ("x", "rot13"), ("x", "zlib"), (b"x", "latin1"), (7, "latin1"),
+     ("床", "latin1"), ("x", "latin1", "strict"), ("x",)],
+    ids=["base64", "rot13", "zlib", "bytes", "int", "not-latin1-text", "three-args", "one-arg"],
+)  # fmt: skip
+def test_codecs_encode_is_admitted_only_as_protocol_2_bytes(tmp_path, args):
+    assert pickle.loads(pickle.dumps(Encodes("x", "latin1"), protocol=2)) == b"x"
+    path = replace_member(classic_npz(tmp_path / "x.npz"), "word2ix.npy", npy_pickled({"a": Encodes(*args)}, 2))
+    with pytest.raises(TangpoemError, match="refus"):
+        load_npz(path)
 
 
 def test_classic_vocabularies_that_disagree_are_refused(tmp_path):

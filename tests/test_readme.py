@@ -10,11 +10,13 @@ import importlib
 import re
 import shlex
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from tangpoem.config import Config
+from tests.conftest import CORPUS_ENV, corpus_from_env, write_corpus
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TINY = ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "16",
@@ -69,7 +71,8 @@ def to_argv(command: str, ckpt: str, corpus: Path) -> tuple[str, list[str]]:
     words = shlex.split(command, comments=True)
     module, args = words[2], words[3:]
     args = [ckpt if a == "CKPT" or a.startswith("work/checkpoints/") else a for a in args]
-    args = [str(corpus) if a == "../shared/data/chinese-poetry-tang" else a for a in args]
+    # every --source (the downloaded tarball, a clone) is the test corpus: absolute, so any folder works
+    args = [str(corpus) if i and args[i - 1] == "--source" else a for i, a in enumerate(args)]
     if module == "tangpoem.train":
         args += [*TINY, "--model-prefix", "work/checkpoints/readme"]
     return module, args
@@ -90,6 +93,30 @@ def test_every_readme_command_runs(workdir, monkeypatch, capsys):
         assert status == 0, f"{command}\n-> exit {status}: {err[-500:]}"
         ran += 1
     assert ran >= 15 and skipped >= 5
+
+
+def test_readme_data_commands_run_with_a_relative_downloaded_corpus(tmp_path, monkeypatch, capsys):
+    # scripts/test.sh after downloading: TANGPOEM_CORPUS=work/chinese-poetry-2.0.1.tgz, relative to the clone,
+    # while the README's commands run in a user's folder elsewhere
+    from tangpoem.data import load_npz, main
+
+    clone = tmp_path / "clone"
+    package = write_corpus(tmp_path / "npm" / "package" / "dist" / "quantangshi", [["床前明月光，疑是地上霜。"]])
+    (clone / "work").mkdir(parents=True)
+    with tarfile.open(clone / "work" / "chinese-poetry-2.0.1.tgz", "w:gz") as tar:
+        tar.add(package.parent.parent, arcname="package")
+    monkeypatch.setenv(CORPUS_ENV, "work/chinese-poetry-2.0.1.tgz")
+    corpus = corpus_from_env(clone)  # as the corpus_dir fixture does, from where pytest started
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    builds = [c for c in readme_commands() if "tangpoem.data build" in c and "--source" in c]
+    assert len(builds) >= 2  # the downloaded tarball and a clone
+    for command in builds:
+        module, argv = to_argv(command, "", corpus)
+        assert main(argv) == 0, capsys.readouterr().err
+        assert load_npz(user / "work" / "tang_poem.npz").texts() == ["床前明月光，疑是地上霜。"]
+        (user / "work" / "tang_poem.npz").unlink()
 
 
 def test_readme_python_api_example_runs(workdir, monkeypatch, capsys):

@@ -200,6 +200,8 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(small_npz, tmp_path, 
         return real_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "sequence_loss", loss_then_ctrl_c)
+    # a run started with nohup or `&` begins with SIGINT ignored: what must come back is what was there
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     prefix = tmp_path / "m"
     argv = [
         *("--data-path", str(small_npz), "--model-prefix", str(prefix), "--log-dir", str(tmp_path / "logs")),
@@ -208,7 +210,7 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(small_npz, tmp_path, 
     ]
     assert main(argv) == 130
     assert "SIGINT" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # handlers restored
     assert latest_checkpoint(str(prefix)) == f"{prefix}.step4"
     monkeypatch.setattr(train_mod, "sequence_loss", real_loss)
     resumed = run_training(tiny_config(small_npz, prefix, resume="latest", max_steps=10))
