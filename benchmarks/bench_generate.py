@@ -102,8 +102,8 @@ def main() -> int:
 
     from tangpoem.checkpoint import load_checkpoint
     from tangpoem.device import set_blas_threads, set_threads, setup_device
-    from tangpoem.export import InferenceStep, export_step
-    from tangpoem.generate import EagerStep, NumpyStep, Poet
+    from tangpoem.export import export_step
+    from tangpoem.generate import EagerStep, InferenceStep, NumpyStep, Poet
 
     setup_device(False, 1, quiet=True)
     load_before = os.getloadavg()
@@ -117,7 +117,7 @@ def main() -> int:
         kind, n = p.split(":")
         n = int(n)
         if kind == "eager":
-            steps[p], prepare[p] = EagerStep(ckpt), lambda n=n: set_threads(n)
+            steps[p], prepare[p] = EagerStep(ckpt.build_model()), lambda n=n: set_threads(n)
         elif kind == "numpy":
             steps[p], prepare[p] = NumpyStep(ckpt), lambda n=n: set_blas_threads(n)
         elif kind.startswith("inference"):

@@ -198,24 +198,33 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
     return paddle.load(state_path)
 
 
-def latest_checkpoint(model_prefix: str) -> str | None:
-    """The resumable checkpoint PREFIX.* with the most training steps, or None."""
+def prefix_checkpoints(model_prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    """The checkpoints PREFIX.* of ours (epoch and step files, resumable or not) with their metadata."""
+    from safetensors import safe_open
+
     prefix = Path(model_prefix)
-    best: tuple[int, float, str] | None = None
     if not prefix.parent.is_dir():
-        return None
+        return []
+    found = []
     for candidate in prefix.parent.glob(prefix.name + ".*"):
-        if candidate.name.endswith(TRAINER_SUFFIX) or candidate.name.startswith("."):
-            continue
-        if not Path(str(candidate) + TRAINER_SUFFIX).is_file():
+        if candidate.name.endswith(TRAINER_SUFFIX) or not candidate.is_file():
             continue
         try:
-            from safetensors import safe_open
-
             with safe_open(str(candidate), framework="np") as f:
-                step = int(json.loads(f.metadata()["tangpoem"]).get("global_step", -1))
-        except Exception:  # not a checkpoint of ours: not a candidate
+                meta = json.loads((f.metadata() or {})["tangpoem"])
+        except Exception:  # not a checkpoint of ours (or not readable): not one of the run's
             continue
-        key = (step, candidate.stat().st_mtime, str(candidate))
+        if isinstance(meta, dict) and meta.get("format") == FORMAT:
+            found.append((str(candidate), meta))
+    return found
+
+
+def latest_checkpoint(model_prefix: str) -> str | None:
+    """The resumable checkpoint PREFIX.* with the most training steps, or None."""
+    best: tuple[int, float, str] | None = None
+    for path, meta in prefix_checkpoints(model_prefix):
+        if not Path(path + TRAINER_SUFFIX).is_file():
+            continue
+        key = (int(meta.get("global_step", -1)), Path(path).stat().st_mtime, path)
         best = key if best is None or key > best else best
     return best[2] if best else None

@@ -333,43 +333,45 @@ def stats_text(poems: PoemData) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tangpoem.data", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    from tangpoem.config import COMMANDS, ArgumentParser, add_config_args, parse_config_args
+
+    parser = ArgumentParser(prog="python -m tangpoem.data", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     build = sub.add_parser("build", help="clean the corpus into an npz")
     build.add_argument(
         "--source",
         help="directory with poet.tang.*.json, or chinese-poetry-2.0.1.tgz "
         "(default: download it with npm into --work-dir)",
     )
-    build.add_argument("--out", default="work/tang_poem.npz", help="npz to write (default: %(default)s)")
-    build.add_argument("--maxlen", type=int, default=125, help="tokens per row (default: %(default)s)")
     build.add_argument("--work-dir", default="work", help="where a download goes (default: %(default)s)")
+    add_config_args(build, COMMANDS["tangpoem.data build"])  # --data-path (the npz written) and --maxlen
+    build.add_argument("--out", dest="data_path", default=argparse.SUPPRESS, help="the npz to write (= --data-path)")
     stats = sub.add_parser("stats", help="counts, vocabulary, lengths and forms of an npz")
     stats.add_argument("path", nargs="?", default="work/tang_poem.npz")
     fetch = sub.add_parser("fetch", help="download and verify the corpus tarball; print its path")
     fetch.add_argument("--work-dir", default="work")
-    args = parser.parse_args(argv)
-
+    args, _ = parser.parse_known_args(argv)
     if args.command == "fetch":
         from tangpoem.corpus import fetch_corpus
 
+        parser.parse_args(argv)
         print(fetch_corpus(args.work_dir))
     elif args.command == "stats":
+        parser.parse_args(argv)
         print(stats_text(load_npz(args.path)))
     else:
-        if args.maxlen < 3:
-            raise TangpoemError("--maxlen must be at least 3 (<START>, one character, <EOP>)")
+        cfg, args = parse_config_args(parser, argv)
         source = args.source
         if source is None:
             from tangpoem.corpus import fetch_corpus
 
             source = fetch_corpus(args.work_dir)
-        poems, report = build_poems(source, args.maxlen)
-        save_npz(poems, args.out)
+        poems, report = build_poems(source, cfg.maxlen)
+        save_npz(poems, cfg.data_path)
         print(
             f"read {report.read:,} poems; dropped {report.empty:,} empty and {report.duplicates:,} duplicates; "
             f"kept {report.kept:,} ({int(poems.heldout.sum()):,} held out); vocabulary {poems.vocab_size:,}; "
-            f"wrote {args.out} in {report.seconds:.1f} s"
+            f"rows of {cfg.maxlen} tokens; wrote {cfg.data_path} in {report.seconds:.1f} s"
         )
     return 0
 

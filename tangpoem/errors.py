@@ -33,5 +33,15 @@ def cli_main(main: Callable[[list[str] | None], int | None]) -> Callable[[list[s
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # `... | head`: the reader has gone, nothing to say
+            sys.stderr.close()
+            return 0
+        except OSError as err:
+            # a file the user named could not be read or written (permissions, a full disk, a folder
+            # where a file was expected): the commands check the usual cases themselves; this is the net
+            if debug or err.filename is None:
+                raise
+            print(f"error: cannot use {err.filename}: {err.strerror or err}", file=sys.stderr)
+            return 2
 
     return wrapper

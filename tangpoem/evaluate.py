@@ -27,20 +27,20 @@ of all the poems given (a poem that is not an even number of 5- or 7-character l
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import paddle
 
 from tangpoem.checkpoint import load_checkpoint
-from tangpoem.config import add_config_args, config_from_args
-from tangpoem.data import EOP, PAD, START, PoemData, load_npz
+from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, parse_config_args
+from tangpoem.data import PoemData, load_npz
 from tangpoem.dataset import target_mask
 from tangpoem.device import setup_device
 from tangpoem.errors import TangpoemError, cli_main
@@ -105,69 +105,32 @@ def well_formed(text: str) -> bool:
     return ends_ok and len(lengths) == 1 and lengths.pop() in (5, 7)
 
 
-def _decode(vocab: list[str], ids: list[int]) -> str:
-    specials = {EOP, START, PAD}
-    return "".join(vocab[i] for i in ids if vocab[i] not in specials)
-
-
 def greedy_continue(model: PoetryModel, vocab: list[str], start: str, max_len: int = 64) -> str:
-    """start + the most likely next characters until <EOP> (or max_len new ones). Unknown characters
-    in start are skipped."""
-    word2ix = {w: i for i, w in enumerate(vocab)}
-    ids = [word2ix[START]] + [word2ix[ch] for ch in start if ch in word2ix]
-    eop = word2ix[EOP]
-    out = list(ids[1:])
-    was_training = model.training
-    model.eval()
-    with paddle.no_grad():
-        logits, hidden = model(paddle.to_tensor([ids], dtype="int64"))
-        for _ in range(max_len):
-            nxt = int(logits.numpy()[-1].argmax())
-            if nxt == eop:
-                break
-            out.append(nxt)
-            logits, hidden = model(paddle.to_tensor([[nxt]], dtype="int64"), hidden)
-    if was_training:
-        model.train()
-    return _decode(vocab, out)
+    """start + the model's most likely poem after it (up to max_len more characters), through the
+    generator's one decoding loop with its shape rules and no repetition penalty: what the trainer
+    logs. Characters of start that the vocabulary lacks are skipped."""
+    from tangpoem.generate import Poet, normalise
+
+    poet = Poet.from_model(model, vocab)
+    start = "".join(ch for ch in normalise(start) if ch in poet.classes.word2ix)
+    options = dict(temperature=0, repetition_penalty=0, repeat_guard=False, max_gen_len=len(start) + max_len)
+    try:
+        return poet.continue_poem(start, **options)[0].text
+    except TangpoemError as err:  # start words that break the shape rules: say so in the log
+        return f"{start} ({err})"
 
 
 def sample_poems(
     model: PoetryModel, vocab: list[str], n: int, temperature: float = 1.0, seed: int = 0, max_len: int = 200
 ) -> list[str]:
-    """n poems sampled from <START> as one batch (temperature 0: greedy); a poem ends at <EOP>."""
-    word2ix = {w: i for i, w in enumerate(vocab)}
-    rng = np.random.default_rng(seed)
-    eop = word2ix[EOP]
-    tokens = np.full((n, 1), word2ix[START], dtype=np.int64)
-    out: list[list[int]] = [[] for _ in range(n)]
-    done = np.zeros(n, dtype=bool)
-    hidden = None
-    was_training = model.training
-    model.eval()
-    with paddle.no_grad():
-        for _ in range(max_len):
-            logits, hidden = model(paddle.to_tensor(tokens), hidden)
-            logits = logits.numpy().astype(np.float64)
-            if temperature <= 0:
-                nxt = logits.argmax(axis=1)
-            else:
-                z = logits / temperature
-                p = np.exp(z - z.max(axis=1, keepdims=True))
-                p /= p.sum(axis=1, keepdims=True)
-                nxt = np.array([rng.choice(len(vocab), p=row) for row in p])
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    if t == eop:
-                        done[i] = True
-                    else:
-                        out[i].append(t)
-            if done.all():
-                break
-            tokens = nxt.reshape(n, 1).astype(np.int64)
-    if was_training:
-        model.train()
-    return [_decode(vocab, ids) for ids in out]
+    """n poems sampled from <START> as one batch, with no rules at all (any token, <EOP> any time) and
+    plain softmax sampling (no top-k/top-p, no penalty): what the network alone writes. Temperature 0
+    is greedy. The generator's one decoding loop, unconstrained."""
+    from tangpoem.generate import Options, Poet
+
+    opts = Options(temperature=temperature, top_p=1.0, top_k=0, repetition_penalty=0, repeat_guard=False,
+                   seed=seed, num_poems=n, max_gen_len=max_len)  # fmt: skip
+    return [p.text for p in Poet.from_model(model, vocab).write("continue", "", opts, unconstrained=True)]
 
 
 # ---------------------------------------------------------------- figures of poems
@@ -305,24 +268,43 @@ def figure_columns(texts: list[str], label: str, train_lines: frozenset[str]) ->
     return columns
 
 
+SETTINGS = COMMANDS["tangpoem.evaluate"]
+
+
+def generated_poems(poet, cfg: Config, per_form: int) -> list[str]:
+    """per_form poems in each of the four forms, written by the generator with the command's settings."""
+    from tangpoem.generate import Options
+
+    texts = []
+    for form in REFERENCE_FORMS:
+        opts = Options.from_config(cfg)
+        opts.form, opts.num_poems, opts.line_length, opts.lines = form, per_form, 0, 0
+        texts += [p.text for p in poet.write("continue", "", opts)]
+    return texts
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tangpoem.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=8, help="poems to sample for the figures (default: 8)")
+    parser = ArgumentParser(prog="python -m tangpoem.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=8, help="poems sampled with no rules (default: 8)")
+    parser.add_argument("--per-form", type=int, default=16, help="poems the generator writes per form (default: 16)")
     parser.add_argument("--poems", metavar="FILE", help="figures of the poems in FILE (one a line); no checkpoint")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    add_config_args(parser)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    add_config_args(parser, SETTINGS, {"num_threads": 0})
+    cfg, args = parse_config_args(parser, argv)
+    for name, hi in (("samples", 10_000), ("per_form", 1_000)):
+        if not 0 <= getattr(args, name) <= hi:
+            raise TangpoemError(f"--{name.replace('_', '-')} must be between 0 and {hi}, not {getattr(args, name)}")
     report: dict = {"data_path": cfg.data_path}
+    columns: dict[str, dict] = {}
+    poems = load_npz(cfg.data_path)
+    train = training_lines(poems)
     if args.poems:
         texts = read_poems_file(args.poems)
-        poems = load_npz(cfg.data_path)
         report["poems_file"] = args.poems
-        label = "poems"
+        columns = figure_columns(texts, "poems", train)
     else:
         ckpt = load_checkpoint(cfg.model_path)
-        poems = load_npz(cfg.data_path)
         if ckpt.vocab != poems.ix2word:
             raise TangpoemError(
                 f"{ckpt.path} has a vocabulary of {len(ckpt.vocab):,} that differs from {cfg.data_path}'s "
@@ -345,21 +327,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"checkpoint     {ckpt.path} (step {step}, epochs {epochs})")
             print(f"held out       {held:,} poems, {count:,} characters covered (every next character and <EOP>)")
             print(f"cross-entropy  {nats:.4f} nats/char, perplexity {math.exp(nats):.1f}")
-        texts = []
         if args.samples > 0:
             texts = sample_poems(model, ckpt.vocab, args.samples, cfg.temperature, cfg.seed, cfg.max_gen_len)
             good = sum(well_formed(p) for p in texts)
             report.update(samples=texts, temperature=cfg.temperature, seed=cfg.seed)
             if not args.json:
                 print(
-                    f"well formed    {good}/{len(texts)} sampled poems ({good / len(texts):.0%}), "
+                    f"well formed    {good}/{len(texts)} poems sampled with no rules ({good / len(texts):.0%}), "
                     f"temperature {cfg.temperature}, seed {cfg.seed}"
                 )
                 for text in texts:
                     print(f"  {'+' if well_formed(text) else '-'} {text}")
-        label = "sampled"
-    train = training_lines(poems)
-    columns = figure_columns(texts, label, train) if texts else {}
+            columns.update(figure_columns(texts, "no rules", train))
+        if args.per_form > 0:
+            from tangpoem.generate import Options, Poet, make_step
+
+            poet = Poet(ckpt.vocab, make_step(ckpt, num_threads=1), ckpt=ckpt)  # numpy: fastest at small batches
+            texts = generated_poems(poet, cfg, args.per_form)
+            report["generated"] = texts
+            report["settings"] = {k: v for k, v in asdict(Options.from_config(cfg)).items() if k != "form"}
+            columns.update(figure_columns(texts, "generated", train))
     reference = reference_figures(poems, train)
     report.update(figures=columns, reference=reference)
     if args.json:

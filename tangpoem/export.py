@@ -5,39 +5,26 @@
 
 writes `PATH.json` + `PATH.pdiparams` (Paddle 3.x; `PATH.pdmodel` with Paddle 2.x) by
 `paddle.jit.save`, and `PATH.meta.json` naming the model's shape and a hash of its vocabulary: the
-exported files hold no vocabulary, so the generator still reads it from the checkpoint and refuses
-a checkpoint whose vocabulary is not the one the step was exported with.
+exported files hold no vocabulary, so the generator (`generate.InferenceStep`) still reads it from
+the checkpoint and refuses a checkpoint whose vocabulary is not the one the step was exported with.
+The files are saved under a temporary name in the same folder and renamed, so an earlier export at
+PATH stays whole until the new one is complete.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from tangpoem.checkpoint import Checkpoint, load_checkpoint
-from tangpoem.config import add_config_args, config_from_args
+from tangpoem.config import COMMANDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.data import atomic_write
-from tangpoem.device import usable_cpus
 from tangpoem.errors import TangpoemError, cli_main
-
-META_FORMAT = "tangpoem-step"
-
-
-def vocab_hash(vocab: list[str]) -> str:
-    return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
-
-
-def _model_files(path: str) -> tuple[str, str] | None:
-    for program in (path + ".json", path + ".pdmodel"):
-        if os.path.isfile(program) and os.path.isfile(path + ".pdiparams"):
-            return program, path + ".pdiparams"
-    return None
+from tangpoem.generate import EXPORT_FORMAT, exported_files, vocab_hash
 
 
 def export_step(ckpt: Checkpoint, out: str) -> list[str]:
@@ -63,87 +50,43 @@ def export_step(ckpt: Checkpoint, out: str) -> list[str]:
     layer.eval()
     state = [cfg.num_layers, None, cfg.hidden_dim]
     spec = [InputSpec([None, 1], "int64", "ids"), InputSpec(state, "float32", "h"), InputSpec(state, "float32", "c")]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
-    paddle.jit.save(static, out, input_spec=spec)
+    folder = Path(out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{Path(out).name}.", dir=folder)
+    except OSError as err:
+        raise TangpoemError(
+            f"cannot write the export to {folder}: {err.strerror or err}; choose another --out"
+        ) from None
+    try:
+        static = paddle.jit.to_static(layer, input_spec=spec, full_graph=True)
+        paddle.jit.save(static, os.path.join(tmp, "step"), input_spec=spec)
+        files = exported_files(os.path.join(tmp, "step"))
+        if files is None:
+            raise TangpoemError(f"paddle.jit.save did not write {out}.json/.pdmodel and {out}.pdiparams")
+        written = []
+        for path in files:
+            final = out + Path(path).suffix
+            os.replace(path, final)
+            written.append(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     meta = {
-        "format": META_FORMAT,
+        "format": EXPORT_FORMAT,
         "model": cfg.to_dict(),
         "vocab_sha256": vocab_hash(ckpt.vocab),
         "checkpoint": os.path.abspath(ckpt.path),
     }
     atomic_write(out + ".meta.json", lambda f: f.write(json.dumps(meta, ensure_ascii=False, indent=1).encode()))
-    files = _model_files(out)
-    if files is None:
-        raise TangpoemError(f"paddle.jit.save did not write {out}.json/.pdmodel and {out}.pdiparams")
-    return [*files, out + ".meta.json"]
-
-
-class InferenceStep:
-    """The exported step run by a Paddle Inference predictor, (h, c) kept in numpy between calls."""
-
-    def __init__(self, path: str, ckpt: Checkpoint, num_threads: int = 0, ir_optim: bool = True, onednn: bool = False):
-        import paddle.inference as pi
-
-        files = _model_files(path)
-        if files is None:
-            raise TangpoemError(
-                f"no exported step at {path} ({path}.json or .pdmodel, and .pdiparams); "
-                f"write one with `python -m tangpoem.export --model-path CKPT --out {path}`"
-            )
-        try:
-            meta = json.loads(Path(path + ".meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        if meta.get("format") != META_FORMAT:
-            raise TangpoemError(f"{path}.meta.json is missing or not a tangpoem export; export the step again")
-        if meta.get("vocab_sha256") != vocab_hash(ckpt.vocab) or meta.get("model") != ckpt.model_config.to_dict():
-            raise TangpoemError(
-                f"the step at {path} was exported from {meta.get('checkpoint', 'another checkpoint')}, "
-                f"whose model or vocabulary differs from {ckpt.path}; export this checkpoint or pass that one"
-            )
-        config = pi.Config(*files)
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(num_threads if num_threads > 0 else usable_cpus())
-        config.switch_ir_optim(ir_optim)
-        if onednn:
-            config.enable_mkldnn()
-        else:
-            config.disable_mkldnn()
-        config.disable_glog_info()
-        self.predictor = pi.create_predictor(config)
-        names = self.predictor.get_input_names()
-        self.inputs = {n: self.predictor.get_input_handle(n) for n in names}
-        self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
-        self.shape = (ckpt.model_config.num_layers, ckpt.model_config.hidden_dim)
-        self.reset(1)
-
-    def reset(self, batch: int) -> None:
-        layers, hidden = self.shape
-        self.h = np.zeros((layers, batch, hidden), np.float32)
-        self.c = np.zeros((layers, batch, hidden), np.float32)
-
-    def step(self, ids: np.ndarray, rows: list[int]) -> np.ndarray | None:
-        self.inputs["ids"].copy_from_cpu(np.ascontiguousarray(ids.reshape(-1, 1), dtype=np.int64))
-        self.inputs["h"].copy_from_cpu(self.h)
-        self.inputs["c"].copy_from_cpu(self.c)
-        self.predictor.run()
-        logits_h, h_h, c_h = self.outputs
-        self.h = h_h.copy_to_cpu()
-        self.c = c_h.copy_to_cpu()
-        if not rows:
-            return None
-        out = logits_h.copy_to_cpu()
-        return out if len(rows) == len(out) else out[rows]
+    return [*written, out + ".meta.json"]
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tangpoem.export", description=__doc__.split("\n\n")[0])
-    add_config_args(parser)
+    parser = ArgumentParser(prog="python -m tangpoem.export", description=__doc__.split("\n\n")[0])
+    add_config_args(parser, COMMANDS["tangpoem.export"])
     parser.add_argument("--out", default="work/export/step", help="path prefix to write (default: %(default)s)")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    cfg, args = parse_config_args(parser, argv)
     ckpt = load_checkpoint(cfg.model_path)
     from tangpoem.device import setup_device
 

@@ -1,17 +1,27 @@
-"""Write poems from a checkpoint: continuation, acrostic and fixed forms, from one decoding loop.
+"""Write poems from a checkpoint: continuation, acrostic, templates and fixed forms, from one decoding loop.
 
     python -m tangpoem.generate --model-path CKPT --start-words 老夫聊发少年狂,
     python -m tangpoem.generate --model-path CKPT --acrostic --start-words 夜月一帘幽梦春风十里柔情
-    python -m tangpoem.generate --model-path CKPT --form 七绝 --rhyme --num-poems 4 --seed 7 --json
+    python -m tangpoem.generate --model-path CKPT --template "床前明月光，□□□□□。□□□□□，□□□□□。"
+    python -m tangpoem.generate --model-path CKPT --form 七绝 --tones --candidates 4 --num-poems 4 --seed 7
 
 Every mode is the same loop (`decode`): feed <START> and the prefix words (their outputs ignored),
 then step the LSTM one character at a time for a whole batch of poems, carrying (h, c). Before each
-character the `forms.Rules` either force a token (given start words, acrostic heads, punctuation at
-a line end, <EOP> after the last line) or hand the ids of the allowed tokens to the sampler
-(temperature, top-k, top-p; greedy at temperature 0; a character already in the poem loses
-`--repetition-penalty` nats, and none comes three times in a row). Poem i of a request uses its own random
-stream seeded with seed + i and Gumbel-max draws (see `sample`), so a batch gives the same poems as
-decoding them one by one.
+character the `forms.Rules` either force a token (given start words, acrostic heads and template
+characters, punctuation at a line end, <EOP> after the last line) or hand the ids of the allowed
+tokens (the form's shape, 平水韵 rhyme, 平仄 tone patterns) to the sampler (temperature, top-k, top-p;
+greedy at temperature 0; a character already in the poem loses `--repetition-penalty` nats, and
+none comes three times in a row). Poem i of a request uses its own random stream seeded with seed + i
+and Gumbel-max draws (see `sample`), so a batch gives the same poems as decoding them one by one.
+
+Choosing by the model's own judgement (both off by default, both in the same loop):
+- `--drafts N`: every couplet is written N times side by side and the likeliest per character is
+  kept before the next couplet starts. The rhyme character is the hardest choice of a left-to-right
+  model (it must close the line and fit the rhyme); drafting the whole couplet lets the model's
+  probability of the line, rhyme included, choose among several ways to reach it.
+- `--candidates K`: K whole poems per poem asked for; the likeliest per character is kept.
+"Likeliest" is the mean log-probability the network gives the poem's characters, punctuation and
+given characters (unconstrained softmax at temperature 1): how natural the model finds it.
 
 The network runs on one of three interchangeable steps that give the same logits:
 `numpy` (default: the checkpoint's weights in plain numpy, the fastest at batch 1 on a CPU),
@@ -21,24 +31,39 @@ The network runs on one of three interchangeable steps that give the same logits
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from tangpoem.checkpoint import Checkpoint, load_checkpoint
-from tangpoem.config import Config, add_config_args, config_from_args
-from tangpoem.device import set_blas_threads
+from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, check_value, parse_config_args
+from tangpoem.device import set_blas_threads, usable_cpus
 from tangpoem.errors import TangpoemError, cli_main
-from tangpoem.forms import LINE_ENDS, SENTENCE_ENDS, PoemState, Rules, VocabClasses, resolve_shape, vocab_classes
+from tangpoem.forms import (
+    LINE_ENDS,
+    SENTENCE_ENDS,
+    Layout,
+    PoemState,
+    Rules,
+    Shape,
+    VocabClasses,
+    merge_shapes,
+    parse_template,
+    resolve_shape,
+    vocab_classes,
+)
 
 ASCII_PUNCT = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："})
 BACKENDS = ("numpy", "eager")
-REPETITION_PENALTY = 1.0  # nats off the logit of a character the poem already has (see `sample`)
 TOP_P_CANDIDATES = 256  # top-p first looks among the most likely 256, then 4x more while they fall short
+MAX_ROWS = 256  # poems x candidates x drafts decoded at once; larger requests go in chunks (bounded memory)
+TONES_BY_DEFAULT = False  # --tones for forms when not asked either way (see README: measured)
 
 
 # ---------------------------------------------------------------- options and results
@@ -46,39 +71,38 @@ TOP_P_CANDIDATES = 256  # top-p first looks among the most likely 256, then 4x m
 
 @dataclass
 class Options:
-    """What a request may set; the defaults are Config's, except no prefix words in the Python API."""
+    """What a request may set; the defaults are Config's, except no prefix words in the Python API.
+
+    rhyme and tones: None means the default: rhyme on for the four forms (a template or acrostic of
+    that shape included) and with tones; tones as TONES_BY_DEFAULT.
+    """
 
     prefix_words: str = ""
     form: str = ""
     line_length: int = 0
     lines: int = 0
-    rhyme: bool = False
+    rhyme: bool | None = None
+    tones: bool | None = None
+    pattern: str = ""
     temperature: float = Config.temperature
     top_k: int = Config.top_k
     top_p: float = Config.top_p
     repeat_guard: bool = True
-    repetition_penalty: float = REPETITION_PENALTY
+    repetition_penalty: float = Config.repetition_penalty
+    candidates: int = Config.candidates
+    drafts: int = Config.drafts
     seed: int = Config.seed
     num_poems: int = Config.num_poems
     max_gen_len: int = Config.max_gen_len
 
     @classmethod
     def from_config(cls, cfg: Config) -> Options:
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if hasattr(cfg, f.name)})
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
     def check(self) -> None:
-        if self.temperature < 0:
-            raise TangpoemError(f"--temperature must be 0 (greedy) or more, not {self.temperature}")
-        if self.top_k < 0:
-            raise TangpoemError(f"--top-k must be 0 (off) or more, not {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise TangpoemError(f"--top-p must be in (0, 1] (1 is off), not {self.top_p}")
-        if self.num_poems < 1:
-            raise TangpoemError(f"--num-poems must be at least 1, not {self.num_poems}")
-        if self.repetition_penalty < 0:
-            raise TangpoemError(f"--repetition-penalty must be 0 (off) or more, not {self.repetition_penalty}")
-        if self.max_gen_len < 1:
-            raise TangpoemError(f"--max-gen-len must be at least 1, not {self.max_gen_len}")
+        """Every value within its Config field's range (the command line checks the same way)."""
+        for f in fields(self):
+            setattr(self, f.name, check_value(f.name, getattr(self, f.name)))
 
 
 @dataclass
@@ -88,6 +112,9 @@ class Poem:
     couplets: list[str]  # what the CLI prints, one per line
     seed: int
     ended: str  # 'eop' (the model ended it), 'shape' (last line of the form), 'max_gen_len'
+    score: float | None = None  # mean log-probability per character (with --candidates/--drafts)
+    rhyme: str = ""  # the 平水韵 group(s) the poem rhymes on (with rhyme)
+    pattern: str = ""  # the tone pattern it keeps (with --tones)
 
     def __str__(self) -> str:
         return "\n".join(self.couplets)
@@ -115,11 +142,19 @@ def split_poem(text: str) -> tuple[list[str], list[str]]:
 
 
 class Step(Protocol):
-    """Feeds one token per poem and keeps (h, c); returns logits only for the rows that need them."""
+    """Feeds one token per poem and keeps (h, c); returns logits only for the rows that need them.
+
+    get_state/set_state expose (h, c), each [layers, batch, hidden], so the decoder can copy one
+    poem's state to others (drafts) or hold a poem still while others catch up.
+    """
 
     def reset(self, batch: int) -> None: ...
 
     def step(self, ids: np.ndarray, rows: list[int]) -> np.ndarray | None: ...
+
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def set_state(self, h: np.ndarray, c: np.ndarray) -> None: ...
 
 
 class NumpyStep:
@@ -162,9 +197,16 @@ class NumpyStep:
         self.xh = [np.zeros((batch, n_in + H), np.float32) for _, _, n_in in self.layers]
         self.c = np.zeros((self.num_layers, batch, H), np.float32)
 
-    def state(self) -> tuple[np.ndarray, np.ndarray]:
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
         h = np.stack([xh[:, -self.hidden :] for xh in self.xh])
         return h, self.c.copy()
+
+    def set_state(self, h: np.ndarray, c: np.ndarray) -> None:
+        if h.shape[1] != self.c.shape[1]:
+            self.reset(h.shape[1])
+        for k, xh in enumerate(self.xh):
+            xh[:, -self.hidden :] = h[k]
+        self.c[...] = c
 
     def _input0(self, ids: np.ndarray) -> np.ndarray:
         for t in ids[~self.known[ids]].tolist():
@@ -208,13 +250,13 @@ class NumpyStep:
 
 
 class EagerStep:
-    """The Paddle model itself, one token per call, under no_grad."""
+    """The Paddle model itself, one token per call, under no_grad (also: a model being trained)."""
 
-    def __init__(self, ckpt: Checkpoint):
+    def __init__(self, model):
         import paddle
 
         self.paddle = paddle
-        self.model = ckpt.build_model()
+        self.model = model
         self.hidden = None
 
     def reset(self, batch: int) -> None:
@@ -230,26 +272,110 @@ class EagerStep:
         out = logits.numpy()
         return out if len(rows) == len(out) else out[rows]
 
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.hidden[0].numpy(), self.hidden[1].numpy()
 
-def make_step(ckpt: Checkpoint, backend: str = "numpy", inference: str = "", num_threads: int = 0) -> Step:
-    """The network step to decode with. num_threads 0 means: 1 for numpy, one per core for Paddle.
+    def set_state(self, h: np.ndarray, c: np.ndarray) -> None:
+        self.hidden = (self.paddle.to_tensor(h), self.paddle.to_tensor(c))
 
-    Why one BLAS thread for numpy: at batch 1 a second thread halves the step on an idle machine
-    (about 1.0 vs 1.9 ms), but when another process holds a core the two threads wait on each other
-    and the step takes 20-30 ms (measured on the project machine); one thread is never that slow.
+
+EXPORT_FORMAT = "tangpoem-step"  # PATH.meta.json of `tangpoem.export`
+
+
+def vocab_hash(vocab: list[str]) -> str:
+    return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
+
+
+def exported_files(path: str) -> tuple[str, str] | None:
+    """The program and parameters `paddle.jit.save` wrote at PATH (3.x: .json, 2.x: .pdmodel)."""
+    for program in (path + ".json", path + ".pdmodel"):
+        if os.path.isfile(program) and os.path.isfile(path + ".pdiparams"):
+            return program, path + ".pdiparams"
+    return None
+
+
+class InferenceStep:
+    """The step exported by `tangpoem.export`, run by a Paddle Inference predictor; (h, c) in numpy."""
+
+    def __init__(self, path: str, ckpt: Checkpoint, num_threads: int = 1, ir_optim: bool = True, onednn: bool = False):
+        import paddle.inference as pi
+
+        files = exported_files(path)
+        if files is None:
+            raise TangpoemError(
+                f"no exported step at {path} ({path}.json or .pdmodel, and .pdiparams); "
+                f"write one with `python -m tangpoem.export --model-path CKPT --out {path}`"
+            )
+        try:
+            meta = json.loads(Path(path + ".meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+            raise TangpoemError(f"{path}.meta.json is missing or not a tangpoem export; export the step again")
+        if meta.get("vocab_sha256") != vocab_hash(ckpt.vocab) or meta.get("model") != ckpt.model_config.to_dict():
+            raise TangpoemError(
+                f"the step at {path} was exported from {meta.get('checkpoint', 'another checkpoint')}, "
+                f"whose model or vocabulary differs from {ckpt.path}; export this checkpoint or pass that one"
+            )
+        config = pi.Config(*files)
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(num_threads)
+        config.switch_ir_optim(ir_optim)
+        if onednn:
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
+        config.disable_glog_info()
+        self.predictor = pi.create_predictor(config)
+        names = self.predictor.get_input_names()
+        self.inputs = {n: self.predictor.get_input_handle(n) for n in names}
+        self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
+        self.shape = (ckpt.model_config.num_layers, ckpt.model_config.hidden_dim)
+        self.reset(1)
+
+    def reset(self, batch: int) -> None:
+        layers, hidden = self.shape
+        self.h = np.zeros((layers, batch, hidden), np.float32)
+        self.c = np.zeros((layers, batch, hidden), np.float32)
+
+    def step(self, ids: np.ndarray, rows: list[int]) -> np.ndarray | None:
+        self.inputs["ids"].copy_from_cpu(np.ascontiguousarray(ids.reshape(-1, 1), dtype=np.int64))
+        self.inputs["h"].copy_from_cpu(self.h)
+        self.inputs["c"].copy_from_cpu(self.c)
+        self.predictor.run()
+        logits_h, h_h, c_h = self.outputs
+        self.h = h_h.copy_to_cpu()
+        self.c = c_h.copy_to_cpu()
+        if not rows:
+            return None
+        out = logits_h.copy_to_cpu()
+        return out if len(rows) == len(out) else out[rows]
+
+    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.h.copy(), self.c.copy()
+
+    def set_state(self, h: np.ndarray, c: np.ndarray) -> None:
+        self.h, self.c = np.ascontiguousarray(h), np.ascontiguousarray(c)
+
+
+def make_step(ckpt: Checkpoint, backend: str = "numpy", inference: str = "", num_threads: int = 1) -> Step:
+    """The network step to decode with, on num_threads CPU threads (0: one per usable CPU).
+
+    The command's default is 1: at batch 1 a second BLAS thread halves the numpy step on an idle
+    machine (about 1.0 vs 1.9 ms), but when another process holds a core the two threads wait on each
+    other and the step takes 20-30 ms (measured on the project machine); one thread is never that slow.
     """
+    threads = num_threads if num_threads > 0 else usable_cpus()
     if inference:
-        from tangpoem.export import InferenceStep
-
-        return InferenceStep(inference, ckpt, num_threads)
+        return InferenceStep(inference, ckpt, threads)
     if backend == "numpy":
-        set_blas_threads(num_threads if num_threads > 0 else 1)
+        set_blas_threads(threads)
         return NumpyStep(ckpt)
     if backend == "eager":
         from tangpoem.device import setup_device
 
-        setup_device(False, num_threads)
-        return EagerStep(ckpt)
+        setup_device(False, threads)
+        return EagerStep(ckpt.build_model())
     raise TangpoemError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
 
 
@@ -336,14 +462,34 @@ def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
     return np.flatnonzero(p >= top[count - 1])
 
 
-def repeat_ban(tokens: list[int]) -> list[int]:
-    """No character three times in a row (reduplication like 萋萋 is fine; 山山山 is a loop)."""
-    if len(tokens) >= 2 and tokens[-1] == tokens[-2]:
-        return [tokens[-1]]
-    return []
+def _log_probs(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[token] per row, in float64: the model's own judgement of each choice."""
+    x = logits.astype(np.float64)
+    top = x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(x - top).sum(axis=1)) + top[:, 0]
+    return x[np.arange(len(x)), tokens] - lse
 
 
-# ---------------------------------------------------------------- the loop
+class _Scores:
+    """Per-row sums of log-probabilities: the whole poem's, and the current couplet's (for drafts)."""
+
+    def __init__(self, n: int):
+        self.total, self.count = np.zeros(n), np.zeros(n, np.int64)
+        self.part, self.part_count = np.zeros(n), np.zeros(n, np.int64)
+
+    def add(self, rows: list[int], logp: np.ndarray) -> None:
+        self.total[rows] += logp
+        self.count[rows] += 1
+        self.part[rows] += logp
+        self.part_count[rows] += 1
+
+    def mean(self, rows, part: bool = False) -> np.ndarray:
+        s, n = (self.part, self.part_count) if part else (self.total, self.count)
+        return s[rows] / np.maximum(n[rows], 1)
+
+    def copy_row(self, dst: int, src: int) -> None:
+        for a in (self.total, self.count, self.part, self.part_count):
+            a[dst] = a[src]
 
 
 def decode(
@@ -353,45 +499,110 @@ def decode(
     given: list[int],
     seeds: list[int],
     opts: Options,
-) -> list[PoemState]:
-    """Feed `prime` (outputs ignored), force `given`, then sample under `rules` until every poem ends."""
-    batch = len(seeds)
-    states = [rules.new_state() for _ in seeds]
-    rngs = [np.random.default_rng(s) for s in seeds]
-    step.reset(batch)
+) -> list[tuple[PoemState, float | None]]:
+    """Feed `prime` (outputs ignored), force `given`, then sample under `rules` until every poem ends.
+
+    One row per poem, candidate and draft: row (p * K + k) * R + r. The R drafts of a candidate start
+    each couplet from the same state; when all have closed it (or ended), the likeliest couplet is
+    copied to the others. At the end the likeliest of the K candidates is each poem's. Returns, per
+    poem, its state and mean log-probability per character (None when nothing was compared).
+    """
+    sampling = opts.temperature > 0
+    k_count, r_count = (opts.candidates, opts.drafts) if sampling else (1, 1)  # greedy: all would be equal
+    scoring = k_count > 1 or r_count > 1
+    n = len(seeds) * k_count * r_count
+    states = [rules.new_state() for _ in range(n)]
+    rngs = [
+        np.random.default_rng(seed if k == r == 0 else [seed, k, r])
+        for seed in seeds
+        for k in range(k_count)
+        for r in range(r_count)
+    ]
+    scores = _Scores(n)
+    waiting = np.zeros(n, dtype=bool)  # drafts that closed their couplet, held until the others have
+    step.reset(n)
     for tok in prime[:-1]:
-        step.step(np.full(batch, tok, dtype=np.int64), [])
-    feed = np.full(batch, prime[-1], dtype=np.int64)
+        step.step(np.full(n, tok, dtype=np.int64), [])
+    feed = np.full(n, prime[-1], dtype=np.int64)
     pad = rules.c.pad
     while True:
         actions: list[Any] = []
-        for st in states:
-            if st.done:
+        for i, st in enumerate(states):
+            if st.done or waiting[i]:
                 actions.append(None)
             elif len(st.tokens) < len(given):
                 actions.append(given[len(st.tokens)])
             else:
                 actions.append(rules.next(st))
-        rows = [i for i, a in enumerate(actions) if isinstance(a, np.ndarray)]
-        logits = step.step(feed, rows)  # only rows that sample need the output layer
-        chosen: dict[int, int] = {}
-        if rows:
-            banned = [repeat_ban(states[i].tokens) if opts.repeat_guard else [] for i in rows]
-            used = [states[i].tokens for i in rows]  # punctuation is never in the allowed set with text
+        sampled = [i for i, a in enumerate(actions) if isinstance(a, np.ndarray)]
+        # only rows that sample need the output layer, and rows whose forced token is scored
+        scored = [i for i, a in enumerate(actions) if a is not None and len(states[i].tokens) >= len(given)]
+        rows = sorted(scored) if scoring else sampled
+        held = step.get_state() if waiting.any() else None
+        logits = step.step(feed, rows)
+        if held is not None:  # a waiting draft does not move: put its state back
+            h, c = step.get_state()
+            h[:, waiting], c[:, waiting] = held[0][:, waiting], held[1][:, waiting]
+            step.set_state(h, c)
+        chosen = {i: int(a) for i, a in enumerate(actions) if a is not None and not isinstance(a, np.ndarray)}
+        if sampled:
+            at = {row: j for j, row in enumerate(rows)}
             picks = sample(
-                logits, [actions[i] for i in rows], banned, [rngs[i] for i in rows],
-                opts.temperature, opts.top_k, opts.top_p, used, opts.repetition_penalty,
+                logits[[at[i] for i in sampled]], [actions[i] for i in sampled],
+                [rules.banned(states[i], opts.repeat_guard) for i in sampled], [rngs[i] for i in sampled],
+                opts.temperature, opts.top_k, opts.top_p, [states[i].tokens for i in sampled], opts.repetition_penalty,
             )  # fmt: skip
-            chosen = dict(zip(rows, picks.tolist(), strict=True))
+            chosen.update(zip(sampled, picks.tolist(), strict=True))
+        if scoring and rows:
+            scores.add(rows, _log_probs(logits, np.array([chosen[i] for i in rows])))
         for i, st in enumerate(states):
             if actions[i] is None:
-                feed[i] = pad
+                if st.done:
+                    feed[i] = pad
                 continue
-            token = chosen[i] if i in chosen else int(actions[i])
+            token = chosen[i]
+            lines_before = st.lines_done
             rules.advance(st, token)
             feed[i] = pad if st.done else token  # <EOP> is never fed back as text
+            if r_count > 1 and not st.done and st.lines_done > lines_before and st.lines_done % 2 == 0:
+                waiting[i] = True
+        if r_count > 1:
+            _choose_drafts(step, states, scores, waiting, feed, r_count)
         if all(st.done for st in states):
-            return states
+            break
+    out = []
+    for p in range(len(seeds)):
+        first = p * k_count * r_count
+        candidates = list(range(first, first + k_count * r_count, r_count))
+        best = candidates[int(np.argmax(scores.mean(candidates)))] if k_count > 1 else first
+        out.append((states[best], float(scores.mean([best])[0]) if scoring else None))
+    return out
+
+
+def _choose_drafts(step: Step, states: list[PoemState], scores: _Scores, waiting: np.ndarray, feed: np.ndarray,
+                   r_count: int) -> None:  # fmt: skip
+    """Where every draft of a candidate has closed its couplet (or ended), keep the likeliest couplet."""
+    state = None
+    for first in range(0, len(states), r_count):
+        group = list(range(first, first + r_count))
+        if not all(waiting[i] or states[i].done for i in group) or all(states[i].done for i in group):
+            if all(states[i].done for i in group):
+                waiting[group] = False
+            continue
+        best = group[int(np.argmax(scores.mean(group, part=True)))]
+        if state is None:
+            state = step.get_state()
+        h, c = state
+        for i in group:
+            if i != best:
+                states[i] = states[best].copy()
+                h[:, i], c[:, i] = h[:, best], c[:, best]
+                feed[i] = feed[best]
+                scores.copy_row(i, best)
+            scores.part[i], scores.part_count[i] = 0.0, 0
+        waiting[group] = False
+    if state is not None:
+        step.set_state(*state)
 
 
 # ---------------------------------------------------------------- the API
@@ -405,24 +616,28 @@ def normalise(text: str) -> str:
 
 
 class Poet:
-    """Poems from one checkpoint: `Poet.load(path)`, then `continue_poem(...)` or `acrostic(...)`."""
+    """Poems from one checkpoint: `Poet.load(path)`, then `continue_poem`, `acrostic` or `fill`."""
 
-    def __init__(self, ckpt: Checkpoint, step: Step, backend: str = "numpy"):
-        self.ckpt = ckpt
-        self.vocab = ckpt.vocab
-        self.classes: VocabClasses = vocab_classes(ckpt.vocab)
+    def __init__(self, vocab: list[str], step: Step, backend: str = "numpy", ckpt: Checkpoint | None = None):
+        try:
+            self.classes: VocabClasses = vocab_classes(vocab)
+        except KeyError as err:
+            raise TangpoemError(f"the model's vocabulary lacks the special token {err}") from None
+        self.vocab = vocab
         self.step = step
         self.backend = backend
+        self.ckpt = ckpt
 
     @classmethod
-    def load(cls, path: str, backend: str = "numpy", inference: str = "", num_threads: int = 0) -> Poet:
+    def load(cls, path: str, backend: str = "numpy", inference: str = "", num_threads: int = 1) -> Poet:
         ckpt = load_checkpoint(path)
-        try:
-            classes = vocab_classes(ckpt.vocab)
-        except KeyError as err:
-            raise TangpoemError(f"{path}: the vocabulary lacks the special token {err}") from None
-        del classes
-        return cls(ckpt, make_step(ckpt, backend, inference, num_threads), "inference" if inference else backend)
+        step = make_step(ckpt, backend, inference, num_threads)
+        return cls(ckpt.vocab, step, "inference" if inference else backend, ckpt)
+
+    @classmethod
+    def from_model(cls, model, vocab: list[str]) -> Poet:
+        """A Poet on a live Paddle model (the trainer's samples), through the same decoder."""
+        return cls(vocab, EagerStep(model), "eager")
 
     # -- input checks
 
@@ -433,49 +648,87 @@ class Poet:
             raise TangpoemError(f"{what}: not in the model's vocabulary: {named}; use other characters")
         return [self.classes.word2ix[ch] for ch in text]
 
-    # -- the two modes
+    def score(self, text: str, prefix_words: str = "") -> float:
+        """The mean log-probability per token the model gives text (after <START> and the prefix words):
+        the figure --candidates and --drafts choose by."""
+        prime = [self.classes.start, *self.encode(normalise(prefix_words), "prefix words")]
+        tokens = self.encode(normalise(text), "text")
+        if not tokens:
+            raise TangpoemError("nothing to score: the text is empty")
+        self.step.reset(1)
+        for tok in prime[:-1]:
+            self.step.step(np.array([tok]), [])
+        total, feed = 0.0, prime[-1]
+        for tok in tokens:
+            logits = self.step.step(np.array([feed]), [0])
+            total += float(_log_probs(logits, np.array([tok]))[0])
+            feed = tok
+        return total / len(tokens)
+
+    # -- the three modes
 
     def continue_poem(self, start_words: str = "", **options: Any) -> list[Poem]:
         """Poems that begin with start_words (teacher forced) and go on under the options' form."""
-        return self._write(start_words, acrostic=False, opts=Options(**options))
+        return self.write("continue", start_words, Options(**options))
 
     def acrostic(self, heads: str, **options: Any) -> list[Poem]:
         """Poems whose i-th line begins with the i-th character of heads, each used once, in order."""
-        return self._write(heads, acrostic=True, opts=Options(**options))
+        return self.write("acrostic", heads, Options(**options))
 
-    def write(self, cfg: Config) -> list[Poem]:
-        """What the command line asks for: continuation or acrostic per cfg.acrostic."""
-        return self._write(cfg.start_words, acrostic=cfg.acrostic, opts=Options.from_config(cfg))
+    def fill(self, template: str, **options: Any) -> list[Poem]:
+        """Poems that keep the template's characters and fill its blanks (□ _ ＿), e.g. to write again
+        the lines of a poem one did not keep: '床前明月光，□□□□□。□□□□□，□□□□□。'."""
+        return self.write("template", template, Options(**options))
 
-    def _write(self, words: str, acrostic: bool, opts: Options) -> list[Poem]:
+    def write(self, mode: str, text: str, opts: Options, unconstrained: bool = False) -> list[Poem]:
+        """mode 'continue' (text: start words), 'acrostic' (heads) or 'template'."""
         opts.check()
         shape = resolve_shape(opts.form, opts.line_length, opts.lines)
-        c = self.classes
-        words = normalise(words)
         prefix = self.encode(normalise(opts.prefix_words), "prefix words")
-        heads: list[int] | None = None
-        given: list[int] = []
-        if acrostic:
-            words = "".join(ch for ch in words if ch not in "，。？！；：、")
-            if not words:
-                raise TangpoemError("the acrostic phrase is empty: give its head characters with --start-words")
-            heads = self.encode(words, "acrostic heads")
-            bad = [self.vocab[t] for t in heads if not c.text[t]]
-            if bad:
-                raise TangpoemError(f"acrostic heads must be Chinese characters, not {' '.join(bad)}")
+        layout, given, text = Layout(), [], normalise(text)
+        if mode == "acrostic":
+            layout = self._heads(text, shape)
+            shape = merge_shapes(Shape(lines=max(shape.lines or 0, len(layout.fixed))), shape, "the acrostic")
+        elif mode == "template":
+            layout = parse_template(text, self.classes)
+            shape = merge_shapes(layout.shape, shape, "the template")
+        elif mode == "continue":
+            given = self.encode(text, "start words")
         else:
-            given = self.encode(words, "start words")
-        rules = Rules(c, shape, heads=heads, rhyme=opts.rhyme, max_len=opts.max_gen_len)
+            raise ValueError(f"unknown mode {mode!r}")
         if shape.lines and shape.line_length and shape.lines * (shape.line_length + 1) > opts.max_gen_len:
             need = shape.lines * (shape.line_length + 1)
-            raise TangpoemError(f"the form needs {need} characters but --max-gen-len is {opts.max_gen_len}")
-        self._check_given(rules, given, words)
-        seeds = [opts.seed + i for i in range(opts.num_poems)]
-        states = decode(self.step, rules, [c.start, *prefix], given, seeds, opts)
-        return [self._poem(st, seed) for st, seed in zip(states, seeds, strict=True)]
+            raise TangpoemError(f"the poem needs {need} characters but --max-gen-len is {opts.max_gen_len}")
+        tones = (TONES_BY_DEFAULT and shape.is_form) if opts.tones is None else opts.tones
+        rhyme = (shape.is_form or tones) if opts.rhyme is None else opts.rhyme  # regulated verse rhymes
+        if opts.pattern and not tones:
+            raise TangpoemError("--pattern names a tone pattern: use it with --tones")
+        rules = Rules(self.classes, shape, layout, rhyme, tones, opts.pattern, opts.max_gen_len, unconstrained)
+        self._check_given(rules, given, text)
+        prime = [self.classes.start, *prefix]
+        per_call = max(1, MAX_ROWS // (opts.candidates * opts.drafts))
+        poems: list[Poem] = []
+        for first in range(0, opts.num_poems, per_call):
+            seeds = [opts.seed + i for i in range(first, min(opts.num_poems, first + per_call))]
+            results = decode(self.step, rules, prime, given, seeds, opts)
+            poems += [self._poem(rules, st, seed, score) for (st, score), seed in zip(results, seeds, strict=True)]
+        return poems
+
+    def _heads(self, text: str, shape: Shape) -> Layout:
+        words = "".join(ch for ch in text if ch not in "，。？！；：、")
+        if not words:
+            raise TangpoemError("the acrostic phrase is empty: give its head characters with --start-words")
+        heads = self.encode(words, "acrostic heads")
+        bad = [self.vocab[t] for t in heads if not self.classes.text[t]]
+        if bad:
+            raise TangpoemError(f"acrostic heads must be Chinese characters, not {' '.join(bad)}")
+        if shape.lines is not None and len(heads) > shape.lines:
+            what = f"--form {shape.name}" if shape.name else f"--lines {shape.lines}"
+            raise TangpoemError(f"{len(heads)} head characters but {what} has only {shape.lines} lines")
+        return Layout(Shape(lines=len(heads)), {(i, 0): t for i, t in enumerate(heads)}, "the acrostic heads")
 
     def _check_given(self, rules: Rules, given: list[int], words: str) -> None:
-        """Start words are forced, not sampled: they must already obey the form, or we say where not."""
+        """Start words are forced, not sampled: they must already obey the rules, or we say where not."""
         st = rules.new_state()
         for i, token in enumerate(given):
             if st.done:
@@ -486,7 +739,7 @@ class Poet:
                 raise TangpoemError(f"the start words '{words}' do not fit: {why}; {hint}")
             rules.advance(st, token)
 
-    def _poem(self, st: PoemState, seed: int) -> Poem:
+    def _poem(self, rules: Rules, st: PoemState, seed: int, score: float | None) -> Poem:
         text = "".join(self.vocab[t] for t in st.tokens)
         if st.ended == "max_gen_len":  # cut back to the last whole couplet, else the last whole line
             last = max(text.rfind(p) for p in SENTENCE_ENDS)
@@ -494,51 +747,40 @@ class Poet:
                 last = max(text.rfind(p) for p in LINE_ENDS)
             text = text[: last + 1] if last >= 0 else text
         lines, couplets = split_poem(text)
-        return Poem(text, lines, couplets, seed, st.ended)
+        rhyme = self.classes.group_label(st.rhyme) if rules.rhyme and st.rhyme else ""
+        pattern = "/".join(dict.fromkeys(rules.patterns[p][0] for p in sorted(st.patterns))) if st.patterns else ""
+        return Poem(text, lines, couplets, seed, st.ended, score, rhyme, pattern)
 
 
 # ---------------------------------------------------------------- CLI
 
-
-def _settings(cfg: Config, args: argparse.Namespace, poet: Poet) -> dict[str, Any]:
-    keys = ["start_words", "acrostic", *(f.name for f in fields(Options)), "model_path"]
-    out = {k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}
-    out["repeat_guard"] = not args.no_repeat_guard
-    out["repetition_penalty"] = args.repetition_penalty
-    out["backend"] = poet.backend
-    return out
+SETTINGS = COMMANDS["tangpoem.generate"]
+DEFAULTS = {"num_threads": 1}  # see make_step: one BLAS thread is never slow, two can be
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tangpoem.generate", description=__doc__.split("\n\n")[0], allow_abbrev=False
     )
-    add_config_args(parser)
+    add_config_args(parser, SETTINGS, DEFAULTS)
     parser.add_argument("--json", action="store_true", help="one JSON object per poem (poem, lines, settings, seed)")
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="how to run the network (default: numpy)")
     parser.add_argument("--inference", metavar="PATH", default="", help="run PATH from `tangpoem.export` instead")
-    parser.add_argument("--no-repeat-guard", action="store_true", help="allow a character three times in a row")
-    parser.add_argument(
-        "--repetition-penalty",
-        type=float,
-        default=REPETITION_PENALTY,
-        metavar="NATS",
-        help="lower the logit of characters the poem already has by this much (0: off; default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    cfg, args = parse_config_args(parser, argv)
+    if cfg.acrostic and cfg.template:
+        raise TangpoemError("--acrostic and --template are two modes: give one")
     poet = Poet.load(cfg.model_path, args.backend, args.inference, cfg.num_threads)
-    options = asdict(Options.from_config(cfg))
-    options["repeat_guard"] = not args.no_repeat_guard
-    options["repetition_penalty"] = args.repetition_penalty
-    write = poet.acrostic if cfg.acrostic else poet.continue_poem
-    poems = write(cfg.start_words, **options)
-    settings = _settings(cfg, args, poet)
+    opts = Options.from_config(cfg)
+    mode, text = (
+        ("template", cfg.template) if cfg.template else ("acrostic" if cfg.acrostic else "continue", cfg.start_words)
+    )
+    poems = poet.write(mode, text, opts)
+    settings = {"mode": mode, "text": text, **asdict(opts), "model_path": cfg.model_path, "backend": poet.backend}
     for i, poem in enumerate(poems):
         if args.json:
             record = {"poem": poem.text, "lines": poem.lines, "couplets": poem.couplets, "seed": poem.seed}
-            record.update(ended=poem.ended, settings=settings)
+            record.update(ended=poem.ended, score=poem.score, rhyme=poem.rhyme, pattern=poem.pattern, settings=settings)
             print(json.dumps(record, ensure_ascii=False))
         else:
             if i:

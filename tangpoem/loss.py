@@ -38,10 +38,22 @@ def sequence_loss(
     return (per_position * weights).sum() / paddle.clip(count, min=1.0), int(count.item())
 
 
+def hidden_states(model: PoetryModel, inputs: paddle.Tensor) -> paddle.Tensor:
+    """The last LSTM layer's outputs (after the model's dropout), time-major [seq_len, batch, hidden],
+    from a zero state: model.forward without the output layer. On the CPU tangpoem's compiled LSTM
+    kernels when they are available (`fastlstm`), else nn.LSTM's own kernel."""
+    if fastlstm.native_kernels(model.lstm.weight_hh_l0) is not None:
+        embeds = model.embeddings(inputs.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
+        output = fastlstm.lstm_forward(embeds, model.lstm, model.config.dropout, model.training)
+    else:
+        output = model.lstm(model.embeddings(inputs))[0].transpose([1, 0, 2])
+    return model.dropout(output)
+
+
 def _fast_sequence_loss(
     model: PoetryModel, inputs: paddle.Tensor, targets: paddle.Tensor, mask: paddle.Tensor | None
 ) -> tuple[paddle.Tensor, int]:
-    states = model.hidden_states(inputs)  # [seq_len, batch, hidden], time-major
+    states = hidden_states(model, inputs)  # [seq_len, batch, hidden], time-major
     hidden = states.reshape([-1, states.shape[-1]])
     flat_targets = targets.T.reshape([-1])  # time-major too, to line up with the states
     if mask is not None:

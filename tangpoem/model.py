@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 import paddle
 from paddle import nn
 
-from tangpoem import fastlstm
-
 
 @dataclass
 class ModelConfig:
@@ -48,20 +46,6 @@ class PoetryModel(nn.Layer):
         output = self.dropout(output)
         logits = self.linear(output.reshape([batch_size * seq_len, self.config.hidden_dim]))
         return logits, hidden
-
-    def hidden_states(self, input: paddle.Tensor) -> paddle.Tensor:
-        """The last LSTM layer's outputs, time-major [seq_len, batch, hidden_dim], from a zero state.
-
-        The training path (`loss.sequence_loss`): the same math as `forward` without the output layer.
-        On the CPU tangpoem's compiled LSTM kernels when they are available (`fastlstm`), else
-        nn.LSTM's own kernel.
-        """
-        if fastlstm.native_kernels(self.lstm.weight_hh_l0) is not None:
-            embeds = self.embeddings(input.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
-            output = fastlstm.lstm_forward(embeds, self.lstm, self.config.dropout, self.training)
-        else:
-            output = self.lstm(self.embeddings(input))[0].transpose([1, 0, 2])
-        return self.dropout(output)
 
     def zero_state(self, batch_size: int) -> tuple[paddle.Tensor, paddle.Tensor]:
         shape = [self.config.num_layers, batch_size, self.config.hidden_dim]

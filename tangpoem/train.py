@@ -3,20 +3,28 @@
     python -m tangpoem.train [-c configs/cpu.toml] [--max-minutes 15] [--resume latest] [--any-field ...]
     python -m paddle.distributed.launch --nproc_per_node 2 "$(command -v python)" -m tangpoem.train ...
 
+The loop (`run_training`) reads top to bottom: for each batch a training step (loss, backward,
+clip, learning rate, Adam), now and then a log line with the held-out loss and sample poems, a check
+whether to stop; a checkpoint after every epoch and when stopping. Everything a run holds lives in
+one `Run` object.
+
 Checkpoints (`tangpoem.checkpoint`: safetensors weights + JSON, and `PATH.trainer` for resuming):
 - `{model_prefix}.{N}` after epoch N is complete (1-based, as the tutorial's `model.params.N`);
 - `{model_prefix}.step{S}` when training stops inside an epoch: `--max-steps`, `--max-minutes`,
   Ctrl-C (SIGINT) or SIGTERM. S is the global step. Each stop writes a new file and only then deletes
   the older `.step*` files of the prefix, so an interrupted save always leaves the previous checkpoint.
 The metadata holds `epoch` (epochs completed), `step_in_epoch` (batches done in the next one),
-`global_step`, `world_size` and the whole training config; the trainer state holds the optimizer's
-state, the AMP scaler's and Paddle's RNG state. `--resume latest` picks the checkpoint of the prefix
-with the most steps. Batches depend only on (seed, epoch) and resuming skips the batches already done,
-so with a fixed `--seed` a stopped-and-resumed run ends with the same weights as an uninterrupted one.
+`global_step`, `world_size`, `run` (an id the run keeps across resumes) and the whole training config;
+the trainer state holds the optimizer's state, the AMP scaler's and the RNG state. `--resume latest`
+picks the checkpoint of the prefix with the most steps. A prefix holds one run: a fresh run onto a
+prefix with another run's checkpoints is refused rather than mixed with them. Batches depend only on
+(seed, epoch) and resuming skips the batches already done, so with a fixed `--seed` a stopped-and-
+resumed run ends with the same weights as an uninterrupted one. The learning rate is a function of
+the step alone (`learning_rate`), so a resumed run continues on the same curve.
 
-`--max-steps` counts global steps (a resumed run continues to the same total); `--max-minutes`
-counts this invocation's time. Exit status: 0 when training finished or stopped at a limit,
-130 when stopped by SIGINT or SIGTERM (after the checkpoint is written), 2 on bad input.
+`--max-steps` counts global steps (a resumed run continues to the same total, where a cosine schedule
+ends); `--max-minutes` counts this invocation's time. Exit status: 0 when training finished or stopped
+at a limit, 130 when stopped by SIGINT or SIGTERM (after the checkpoint is written), 2 on bad input.
 A second Ctrl-C while stopping aborts at once.
 
 Data parallel: under `paddle.distributed.launch` each process trains on its share of every epoch's
@@ -39,12 +47,12 @@ if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(_
     # run as a script (`launch ... tangpoem/train.py`): keep tangpoem/data.py etc. from shadowing real modules
     sys.path.pop(0)
 
-import argparse  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 from contextlib import contextmanager, nullcontext  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
@@ -57,9 +65,10 @@ from tangpoem.checkpoint import (  # noqa: E402
     latest_checkpoint,
     load_checkpoint,
     load_trainer_state,
+    prefix_checkpoints,
     save_checkpoint,
 )
-from tangpoem.config import Config, add_config_args, config_from_args  # noqa: E402
+from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, parse_config_args  # noqa: E402
 from tangpoem.data import PoemData, load_npz  # noqa: E402
 from tangpoem.dataset import make_loader, target_mask  # noqa: E402
 from tangpoem.device import setup_device  # noqa: E402
@@ -68,6 +77,7 @@ from tangpoem.evaluate import greedy_continue, heldout_batches, heldout_loss  # 
 from tangpoem.loss import sequence_loss  # noqa: E402
 from tangpoem.model import ModelConfig, PoetryModel  # noqa: E402
 
+SETTINGS = COMMANDS["tangpoem.train"]
 SAMPLE_STARTS = ("床前明月光，", "春")  # greedy continuations logged every plot_every steps
 # Settings that decide which batch comes when: a mid-epoch resume with other values would not continue.
 BATCH_ORDER_FIELDS = ("batch_size", "batching", "seed")
@@ -81,6 +91,9 @@ class TrainResult:
     stopped_by: str = ""  # "", "max_steps", "max_minutes", "SIGINT", "SIGTERM"
     losses: list[float] = field(default_factory=list)  # training loss of every step of this invocation
     model: PoetryModel | None = None  # the trained network (rank 0's copy under data parallel)
+
+
+# ---------------------------------------------------------------- the pieces of a step
 
 
 class _LossLayer(paddle.nn.Layer):
@@ -156,6 +169,15 @@ def _average_gradients(parameters: list, world_size: int) -> None:
         offset += n
 
 
+def rng_state() -> Any:
+    """The random state dropout draws from, to save with a checkpoint."""
+    return paddle.get_rng_state()
+
+
+def restore_rng_state(state: Any) -> None:
+    paddle.set_rng_state(state)
+
+
 class _StopFlag:
     """SIGINT/SIGTERM ask the loop to stop after the current step (and its checkpoint)."""
 
@@ -201,6 +223,20 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return ModelConfig(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
 
 
+# ---------------------------------------------------------------- checks before a run starts
+
+
+def _writable_folder(path: str, what: str) -> None:
+    """Create the folder a run writes to now, not after an hour of training."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TangpoemError(f"cannot create the {what} folder {folder}: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TangpoemError(f"the {what} folder {folder} is not writable; choose another one")
+
+
 def _resume_path(cfg: Config) -> str:
     if cfg.resume == "latest":
         path = latest_checkpoint(cfg.model_prefix)
@@ -233,6 +269,19 @@ def _check_resumable(ckpt, cfg: Config, poems: PoemData, mcfg: ModelConfig, worl
             )
 
 
+def _check_prefix_is_this_runs(prefix: str, run_id: str, resuming: bool) -> None:
+    """A prefix holds one run's checkpoints: writing a second run's there would overwrite its epoch files
+    and let `--resume latest` pick either run's."""
+    others = [path for path, meta in prefix_checkpoints(prefix) if meta.get("run") != run_id]
+    if others:
+        names = ", ".join(Path(p).name for p in sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+        hint = "" if resuming else "continue it with --resume latest, or "
+        raise TangpoemError(
+            f"{prefix}.* already holds another run's checkpoints ({names}); {hint}start over with another "
+            f"--model-prefix (or delete those files)"
+        )
+
+
 def _remove_older_step_checkpoints(prefix: str, keep: str, global_step: int) -> None:
     """Step checkpoints are superseded by any later checkpoint of the same prefix."""
     base = Path(prefix)
@@ -262,7 +311,7 @@ class _Logger:
         for i, text in enumerate(samples):
             self.writer.add_text(tag=f"sample/{i}", text_string=text, step=step)
         self.writer.flush()
-        numbers = "  ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in scalars.items())
+        numbers = "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in scalars.items())
         from tqdm import tqdm
 
         tqdm.write(f"step {step}  {numbers}")
@@ -274,195 +323,216 @@ class _Logger:
             self.writer.close()
 
 
+# ---------------------------------------------------------------- one run
+
+
+class Run:
+    """Everything one training run holds: data, model, optimizer, counters, and where it stops."""
+
+    def __init__(self, cfg: Config):
+        device = setup_device(cfg.use_gpu, cfg.num_threads, quiet=False)
+        if cfg.amp and device != "gpu":
+            raise TangpoemError("--amp (mixed precision) needs a CUDA GPU; Paddle runs on the CPU here: drop --amp")
+        self.cfg = cfg
+        self.rank, self.world_size = _distributed()
+        self.main_rank = self.rank == 0
+        self.poems = poems = load_npz(cfg.data_path)
+        mcfg = model_config(cfg, poems.vocab_size)
+        ckpt = None
+        if cfg.resume:
+            ckpt = load_checkpoint(_resume_path(cfg))
+            _check_resumable(ckpt, cfg, poems, mcfg, self.world_size)
+        self.run_id = ckpt.meta.get("run", "") if ckpt else uuid.uuid4().hex[:12]
+        if self.main_rank:
+            _writable_folder(str(Path(cfg.model_prefix).parent), "checkpoint")
+            _writable_folder(cfg.log_dir, "log")
+            _check_prefix_is_this_runs(cfg.model_prefix, self.run_id, ckpt is not None)
+
+        paddle.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.model = PoetryModel(mcfg)
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
+        # with AMP the gradients are still scaled until the scaler's step: clipping stays inside the optimizer
+        clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 and self.scaler else None
+        self.optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=self.model.parameters(), grad_clip=clip)
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        if ckpt is not None:
+            self._resume(ckpt)
+
+        loss_layer = _LossLayer(self.model, cfg.mask_padding, poems.pad_id, poems.start_id)
+        self.trainer = paddle.DataParallel(loss_layer) if self.world_size > 1 else loss_layer
+        self.loader, self.sampler = make_loader(
+            poems, "train", cfg.batch_size, cfg.batching, seed=cfg.seed, rank=self.rank, world_size=self.world_size
+        )
+        self.total_steps = cfg.max_steps or cfg.epoch * len(self.sampler)  # where a 'cosine' schedule ends
+        # the same random held-out poems at every log, eval_batches batches' worth (0: all)
+        self.heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed)
+        self.logger = _Logger(cfg) if self.main_rank else None
+        self.result = TrainResult(checkpoint=ckpt.path if ckpt else "", global_step=self.global_step)
+        self.deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+        self.window_loss, self.window_count = 0.0, 0  # training loss since the last log
+        self.bar = None
+        self.tick, self.tick_tokens = time.monotonic(), 0  # tokens/s on the progress bar
+
+    def _resume(self, ckpt) -> None:
+        state = load_trainer_state(ckpt.path)
+        self.model.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt.weights.items()})
+        self.optimizer.set_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("rng") is not None:
+            restore_rng_state(state["rng"])
+        self.epoch = int(ckpt.meta.get("epoch", 0))
+        self.step_in_epoch = int(ckpt.meta.get("step_in_epoch", 0))
+        self.global_step = int(ckpt.meta.get("global_step", 0))
+        if self.main_rank:
+            print(f"resuming {ckpt.path}: epoch {self.epoch + 1}, step {self.global_step}", file=sys.stderr)
+
+    # -- the named steps of the loop
+
+    def batches(self):
+        """This epoch's batches from where it stopped, with a progress bar."""
+        from tqdm import tqdm
+
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.skip = self.step_in_epoch
+        self.model.train()
+        desc = f"epoch {self.epoch + 1}/{self.cfg.epoch}"
+        self.bar = tqdm(total=len(self.sampler), initial=self.step_in_epoch, desc=desc, disable=not self.main_rank,
+                        dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+        self.tick, self.tick_tokens = time.monotonic(), 0
+        yield from self.loader
+
+    def train_step(self, inputs, targets) -> None:
+        """Forward, backward, clip, learning rate, optimizer step; counters and progress bar."""
+        cfg, scaler = self.cfg, self.scaler
+        with paddle.amp.auto_cast() if scaler is not None else nullcontext():
+            loss, count = self.trainer(inputs, targets)
+        with self.trainer.no_sync() if self.world_size > 1 else nullcontext():
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.world_size > 1:
+            _average_gradients(self.model.parameters(), self.world_size)
+        self.optimizer.set_lr(learning_rate(cfg, self.global_step, self.total_steps))
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            if cfg.grad_clip > 0:
+                clip_grad_norm(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+        self.optimizer.clear_grad()
+        self.global_step += 1
+        self.step_in_epoch += 1
+        value, n = loss.item(), int(count.item())
+        self.result.losses.append(value)
+        self.window_loss += value * n
+        self.window_count += n
+        self._show(value, n)
+
+    def _show(self, loss: float, tokens: int) -> None:
+        self.tick_tokens += tokens
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self.tick >= 1.0 or self.step_in_epoch == len(self.sampler):
+            self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{self.tick_tokens / max(now - self.tick, 1e-9):,.0f}")
+            self.tick, self.tick_tokens = now, 0
+
+    def log_progress(self) -> None:
+        """Every plot_every steps: training and held-out loss, learning rate, greedy samples (rank 0)."""
+        if not self.main_rank or self.global_step % self.cfg.plot_every:
+            return
+        model = self.model
+        model.eval()
+        nats, _ = heldout_loss(model, self.heldout, self.poems.pad_id, self.poems.start_id)
+        samples = [greedy_continue(model, self.poems.ix2word, start, max_len=64) for start in SAMPLE_STARTS]
+        train_loss = self.window_loss / max(self.window_count, 1)
+        self.logger.log(self.global_step, {"loss/train": train_loss, "loss/heldout": nats,
+                                           "lr": self.optimizer.get_lr()}, samples)  # fmt: skip
+        self.window_loss, self.window_count = 0.0, 0
+        self.tick, self.tick_tokens = time.monotonic(), 0  # tokens/s of training, not of the evaluation
+        model.train()
+
+    def stop_reason(self, stop: _StopFlag) -> str:
+        """Why to stop after this step ('' to go on); under data parallel every rank agrees."""
+        reason = ""
+        if self.cfg.max_steps and self.global_step >= self.cfg.max_steps:
+            reason = "max_steps"
+        elif time.monotonic() >= self.deadline:
+            reason = "max_minutes"
+        elif stop.signal:
+            reason = stop.signal
+        if self.world_size > 1:  # every rank must stop at the same step, or the others wait in all-reduce forever
+            import paddle.distributed as dist
+
+            flag = paddle.to_tensor([STOP_REASONS.index(reason)], dtype="int32")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            reason = STOP_REASONS[flag.item()]
+        self.result.stopped_by = reason
+        return reason
+
+    def end_epoch(self) -> None:
+        """The epoch's checkpoint when it is complete (also when a limit hit its last step), else the
+        stop's step checkpoint."""
+        self.bar.close()
+        if self.step_in_epoch >= len(self.sampler):
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.save(f"{self.cfg.model_prefix}.{self.epoch}")
+        elif self.result.stopped_by:
+            self.save(f"{self.cfg.model_prefix}.step{self.global_step}")
+
+    def save(self, path: str) -> None:
+        if self.main_rank:
+            meta = {
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+                "world_size": self.world_size,
+                "run": self.run_id,
+                "config": self.cfg.to_dict(),
+            }
+            trainer_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": rng_state(),
+                "global_step": self.global_step,
+            }
+            save_checkpoint(path, self.model, self.poems.ix2word, meta, trainer_state)
+            _remove_older_step_checkpoints(self.cfg.model_prefix, path, self.global_step)
+        self.result.checkpoint = path
+
+    def finish(self) -> TrainResult:
+        if self.logger is not None:
+            self.logger.close()
+        self.result.global_step = self.global_step
+        self.result.model = self.model
+        if self.main_rank:
+            why = {"": "finished", "max_steps": "reached --max-steps", "max_minutes": "reached --max-minutes"}
+            status = why.get(self.result.stopped_by, f"stopped by {self.result.stopped_by}")
+            print(
+                f"{status} at step {self.global_step}; checkpoint: {self.result.checkpoint or 'none'}", file=sys.stderr
+            )
+        return self.result
+
+
 def run_training(cfg: Config) -> TrainResult:
     """The training loop; see the module docstring for checkpoints, stopping and resuming."""
     # Optimizer state is keyed by generated names (parameter name + accumulator counter, the latter made
     # at the first step): a fresh name scope for the whole run makes them the same in every run and
     # process, so a saved state always loads.
     with paddle.utils.unique_name.guard():
-        return _run_training(cfg)
-
-
-def _run_training(cfg: Config) -> TrainResult:
-    from tqdm import tqdm
-
-    device = setup_device(cfg.use_gpu, cfg.num_threads, quiet=False)
-    if cfg.amp and device != "gpu":
-        raise TangpoemError("--amp (mixed precision) needs a CUDA GPU; Paddle runs on the CPU here: drop --amp")
-    if cfg.batching not in ("bucket", "padded"):
-        raise TangpoemError(f"batching must be 'bucket' or 'padded', not '{cfg.batching}'")
-    if cfg.lr_schedule not in ("constant", "cosine"):
-        raise TangpoemError(f"lr_schedule must be 'constant' or 'cosine', not '{cfg.lr_schedule}'")
-    for name in ("batch_size", "epoch", "embedding_dim", "hidden_dim", "num_layers"):
-        if getattr(cfg, name) < 1:
-            raise TangpoemError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    rank, world_size = _distributed()
-    main_rank = rank == 0
-
-    poems = load_npz(cfg.data_path)
-    mcfg = model_config(cfg, poems.vocab_size)
-    ckpt = None
-    if cfg.resume:
-        ckpt = load_checkpoint(_resume_path(cfg))
-        _check_resumable(ckpt, cfg, poems, mcfg, world_size)
-
-    paddle.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    model = PoetryModel(mcfg)
-    scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
-    # with AMP the gradients are still scaled until the scaler's step: clipping stays inside the optimizer
-    clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 and scaler is not None else None
-    optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=model.parameters(), grad_clip=clip)
-
-    epoch, step_in_epoch, global_step = 0, 0, 0
-    if ckpt is not None:
-        state = load_trainer_state(ckpt.path)
-        model.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt.weights.items()})
-        optimizer.set_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if state.get("rng") is not None:
-            paddle.set_rng_state(state["rng"])
-        epoch = int(ckpt.meta.get("epoch", 0))
-        step_in_epoch = int(ckpt.meta.get("step_in_epoch", 0))
-        global_step = int(ckpt.meta.get("global_step", 0))
-        if main_rank:
-            print(f"resuming {ckpt.path}: epoch {epoch + 1}, step {global_step}", file=sys.stderr)
-
-    loss_layer = _LossLayer(model, cfg.mask_padding, poems.pad_id, poems.start_id)
-    trainer = paddle.DataParallel(loss_layer) if world_size > 1 else loss_layer
-    loader, sampler = make_loader(
-        poems, "train", cfg.batch_size, cfg.batching, shuffle=True, seed=cfg.seed, rank=rank, world_size=world_size
-    )
-    # the same random held-out poems at every log, eval_batches batches' worth (0: all)
-    heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed)
-    total_steps = cfg.max_steps or cfg.epoch * len(sampler)  # where a 'cosine' schedule ends
-    logger = _Logger(cfg) if main_rank else None
-    result = TrainResult(checkpoint=ckpt.path if ckpt else "", global_step=global_step)
-    started = time.monotonic()
-    deadline = started + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-    window_loss, window_count = 0.0, 0
-
-    def save(path: str, epochs_done: int, in_epoch: int) -> None:
-        if main_rank:
-            meta = {
-                "epoch": epochs_done,
-                "step_in_epoch": in_epoch,
-                "global_step": global_step,
-                "world_size": world_size,
-                "config": cfg.to_dict(),
-            }
-            trainer_state = {
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": paddle.get_rng_state(),
-                "global_step": global_step,
-            }
-            save_checkpoint(path, model, poems.ix2word, meta, trainer_state)
-            _remove_older_step_checkpoints(cfg.model_prefix, path, global_step)
-        result.checkpoint = path
-
-    def should_stop(stop: _StopFlag) -> str:
-        reason = ""
-        if cfg.max_steps and global_step >= cfg.max_steps:
-            reason = "max_steps"
-        elif time.monotonic() >= deadline:
-            reason = "max_minutes"
-        elif stop.signal:
-            reason = stop.signal
-        if world_size > 1:  # every rank must stop at the same step, or the others wait in all-reduce forever
-            import paddle.distributed as dist
-
-            flag = paddle.to_tensor([STOP_REASONS.index(reason)], dtype="int32")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            reason = STOP_REASONS[flag.item()]
-        return reason
-
-    with _StopFlag().installed() as stop:
-        if cfg.max_steps and global_step >= cfg.max_steps:
-            result.stopped_by = "max_steps"
-        while epoch < cfg.epoch and not result.stopped_by:
-            sampler.set_epoch(epoch)
-            sampler.skip = step_in_epoch
-            model.train()
-            bar = tqdm(
-                total=len(sampler),
-                initial=step_in_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.epoch}",
-                disable=not main_rank,
-                dynamic_ncols=True,
-                mininterval=1.0,
-            )
-            tick, tick_tokens = time.monotonic(), 0
-            for inputs, targets in loader:
-                with paddle.amp.auto_cast() if scaler is not None else nullcontext():
-                    loss, count = trainer(inputs, targets)
-                with trainer.no_sync() if world_size > 1 else nullcontext():
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                if world_size > 1:
-                    _average_gradients(model.parameters(), world_size)
-                optimizer.set_lr(learning_rate(cfg, global_step, total_steps))
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    if cfg.grad_clip > 0:
-                        clip_grad_norm(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                optimizer.clear_grad()
-                global_step += 1
-                step_in_epoch += 1
-                value, n = loss.item(), int(count.item())
-                result.losses.append(value)
-                window_loss += value * n
-                window_count += n
-                tick_tokens += n
-                bar.update(1)
-                now = time.monotonic()
-                if now - tick >= 1.0 or step_in_epoch == len(sampler):
-                    bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tick_tokens / max(now - tick, 1e-9):,.0f}")
-                    tick, tick_tokens = now, 0
-                if main_rank and global_step % cfg.plot_every == 0:
-                    _log_progress(
-                        cfg,
-                        logger,
-                        model,
-                        poems,
-                        heldout,
-                        global_step,
-                        window_loss / max(window_count, 1),
-                        optimizer.get_lr(),
-                    )
-                    window_loss, window_count = 0.0, 0
-                    tick, tick_tokens = time.monotonic(), 0  # tokens/s of training, not of the evaluation
-                    model.train()
-                reason = should_stop(stop)
-                if reason:
-                    result.stopped_by = reason
-                    break
-            bar.close()
-            if step_in_epoch >= len(sampler):  # the epoch is complete (also when a limit hit its last step)
-                epoch += 1
-                step_in_epoch = 0
-                save(f"{cfg.model_prefix}.{epoch}", epoch, 0)
-            elif result.stopped_by:
-                save(f"{cfg.model_prefix}.step{global_step}", epoch, step_in_epoch)
-    if logger is not None:
-        logger.close()
-    result.global_step = global_step
-    result.model = model
-    if main_rank:
-        why = {"": "finished", "max_steps": "reached --max-steps", "max_minutes": "reached --max-minutes"}
-        status = why.get(result.stopped_by, f"stopped by {result.stopped_by}")
-        print(f"{status} at step {global_step}; checkpoint: {result.checkpoint or 'none'}", file=sys.stderr)
-    return result
-
-
-def _log_progress(cfg, logger, model, poems, heldout, step, train_loss, lr) -> None:
-    model.eval()
-    nats, _ = heldout_loss(model, heldout, poems.pad_id, poems.start_id)
-    samples = [greedy_continue(model, poems.ix2word, start, max_len=64) for start in SAMPLE_STARTS]
-    logger.log(step, {"loss/train": train_loss, "loss/heldout": nats, "lr": lr}, samples)
+        run = Run(cfg)
+        with _StopFlag().installed() as stop:
+            if cfg.max_steps and run.global_step >= cfg.max_steps:
+                run.result.stopped_by = "max_steps"
+            while run.epoch < cfg.epoch and not run.result.stopped_by:
+                for inputs, targets in run.batches():
+                    run.train_step(inputs, targets)
+                    run.log_progress()
+                    if run.stop_reason(stop):
+                        break
+                run.end_epoch()
+        return run.finish()
 
 
 def train(cfg: Config) -> str:
@@ -472,9 +542,9 @@ def train(cfg: Config) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tangpoem.train", description=__doc__.split("\n\n")[0])
-    add_config_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
+    parser = ArgumentParser(prog="python -m tangpoem.train", description=__doc__.split("\n\n")[0])
+    add_config_args(parser, SETTINGS)
+    cfg, _ = parse_config_args(parser, argv)
     result = run_training(cfg)
     return 130 if result.stopped_by in ("SIGINT", "SIGTERM") else 0
 

@@ -107,14 +107,15 @@ def test_every_command_refuses_an_altered_checkpoint_in_one_line(trained, tmp_pa
 
     npz, _ = trained
     path, message = altered_files(trained, tmp_path)[case]
-    common = ["--no-use-gpu", "--num-threads", "1"]
+    common = ["--num-threads", "1"]
     argv = {
         "generate-numpy": ["--model-path", str(path), "--backend", "numpy"],
         "generate-eager": ["--model-path", str(path), "--backend", "eager"],
-        "evaluate": ["--model-path", str(path), "--data-path", str(npz)],
+        "evaluate": ["--model-path", str(path), "--data-path", str(npz), "--no-use-gpu"],
         "export": ["--model-path", str(path), "--out", str(tmp_path / "export" / "step")],
         "train-resume": [*("--data-path", str(npz), "--resume", str(path), "--model-prefix", str(path)),
-                         *("--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "2", "--max-steps", "5")],
+                         *("--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "2", "--max-steps", "5"),
+                         "--no-use-gpu"],
     }[command]  # fmt: skip
     module = importlib.import_module(f"tangpoem.{command.split('-')[0]}")
     assert module.main([*argv, *common]) == 2

@@ -99,7 +99,7 @@ def test_small_decoders_are_deterministic(trained):
     assert first == sample_poems(model, c.vocab, 3, temperature=1.0, seed=5, max_len=40)
     assert len(first) == 3 and all(len(p) <= 40 for p in first)
     greedy = sample_poems(model, c.vocab, 2, temperature=0, max_len=40)
-    assert greedy[0] == greedy[1] == greedy_continue(model, c.vocab, "", max_len=40)
+    assert greedy[0] == greedy[1]
 
 
 # ---------------------------------------------------------------- figures of poems (prosody, copies, repeats)
@@ -166,11 +166,15 @@ def test_evaluate_refuses_bad_poem_files(tmp_path, capsys, content, message):
 
 def test_evaluate_json_with_a_checkpoint(trained, capsys):
     npz, ckpt = trained
-    assert main(["--model-path", ckpt, "--data-path", str(npz), "--samples", "3", "--no-use-gpu", "--json"]) == 0
+    argv = ["--model-path", ckpt, "--data-path", str(npz), "--samples", "3", "--per-form", "2", "--tones", "--json"]
+    assert main([*argv, "--no-use-gpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     want, chars = numpy_heldout_cross_entropy(ckpt, npz)
     assert report["cross_entropy"] == pytest.approx(want, abs=2e-4) and report["heldout_characters"] == chars
-    assert len(report["samples"]) == 3 and report["figures"]["sampled"]["poems"] == 3
+    assert len(report["samples"]) == 3 and report["figures"]["no rules"]["poems"] == 3
+    generated = report["figures"]["generated"]  # 2 per form, with the tone rules: every rule holds
+    assert generated["poems"] == 8 and generated["well_formed"] == 1 and generated["all_rules"] == 1
+    assert report["settings"]["tones"] is True
     assert report["reference"]["五绝"]["poems"] > 0  # the synthetic corpus is all five-character quatrains
 
 

@@ -52,7 +52,7 @@ def token_stream(batch: int = 3, steps: int = 12) -> np.ndarray:
 def test_numpy_step_matches_eager(ckpt_path: str) -> None:
     ckpt = load_checkpoint(ckpt_path)
     ids = token_stream()
-    eager = run_steps(EagerStep(ckpt), ids)
+    eager = run_steps(EagerStep(ckpt.build_model()), ids)
     fast = run_steps(NumpyStep(ckpt), ids)
     for a, b in zip(eager, fast, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
@@ -74,18 +74,18 @@ def test_eager_matches_whole_sequence_forward(ckpt_path: str) -> None:
     with paddle.no_grad():
         logits, _ = model(paddle.to_tensor(ids.T.astype(np.int64)))
     whole = logits.numpy().reshape(2, 6, -1)
-    stepped = run_steps(EagerStep(ckpt), ids)
+    stepped = run_steps(EagerStep(ckpt.build_model()), ids)
     for t in range(6):
         np.testing.assert_allclose(stepped[t], whole[:, t], rtol=1e-4, atol=1e-5)
 
 
 def test_exported_step_matches_eager(ckpt_path: str, exported: str) -> None:
-    from tangpoem.export import InferenceStep
+    from tangpoem.generate import InferenceStep
 
     ckpt = load_checkpoint(ckpt_path)
     assert Path(exported + ".pdiparams").is_file() and Path(exported + ".meta.json").is_file()
     ids = token_stream()
-    eager = run_steps(EagerStep(ckpt), ids)
+    eager = run_steps(EagerStep(ckpt.build_model()), ids)
     for onednn in (False, True):
         inferred = run_steps(InferenceStep(exported, ckpt, onednn=onednn), ids)
         for a, b in zip(eager, inferred, strict=True):

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tangpoem import prosody
 from tangpoem.data import EOP, PAD, START
-from tangpoem.forms import FORMS, LINE_ENDS, SENTENCE_ENDS, is_hanzi, level_rhymes, rhyme_group
+from tangpoem.errors import TangpoemError
+from tangpoem.forms import FORMS, LINE_ENDS, SENTENCE_ENDS, is_hanzi
 from tangpoem.generate import Poet, main, normalise, sample
 
 COMMON = (
@@ -115,13 +117,21 @@ def test_acrostic_heads_with_punctuation_and_question_marks(poet: Poet) -> None:
 
 
 def check_rhyme(poem) -> None:
-    ends = [line[-2] for line in poem.lines[1::2]]
-    shared = None
-    for ch in ends:
-        groups = level_rhymes(ch)
-        assert groups, f"{ch} has no level reading: {poem.text}"
-        shared = groups if shared is None else shared & groups
-    assert shared, f"{ends} do not share a rhyme: {poem.text}"
+    """平水韵, strictly: every line end is in the table, the even ones level and sharing a group, none twice."""
+    ends = [line[-2] for line in poem.lines]
+    assert all(prosody.known(ch) for ch in ends), poem.text
+    assert prosody.check_poem(poem.text).rhyme, poem.text
+    rhymes = ends[1::2]
+    assert len(set(rhymes)) == len(rhymes), f"a rhyme character twice (重韵): {poem.text}"
+    assert poem.rhyme and all(set(poem.rhyme.split("/")) & prosody.level_groups(ch) for ch in rhymes), poem.rhyme
+
+
+def check_tones(poem) -> None:
+    """Every character in the table, and every line admitted by one standard pattern."""
+    assert all(prosody.known(ch) for line in poem.lines for ch in line[:-1]), poem.text
+    found = prosody.check_poem(poem.text)
+    assert found.tones_ok and found.all_ok, (poem.text, found)
+    assert poem.pattern and set(poem.pattern.split("/")) & set(found.patterns), (poem.pattern, found.patterns)
 
 
 @pytest.mark.parametrize("form", ["五绝", "七绝", "五律", "七律", "wujue", "qijue", "wulv", "qilv"])
@@ -274,13 +284,6 @@ def test_normalise() -> None:
     assert normalise("龍飛鳳舞!") == "龙飞凤舞！"
 
 
-def test_rhyme_groups() -> None:
-    assert rhyme_group("shuang") == rhyme_group("guang") == rhyme_group("yang") == "唐"
-    assert rhyme_group("shi") == "支" and rhyme_group("xi") == "齐" and rhyme_group("ju") == "齐"
-    assert "唐" in level_rhymes("霜") and not level_rhymes("月")
-    assert level_rhymes("身") == {"文"} and level_rhymes("看") == {"寒"}  # main reading; level reading
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -299,7 +302,7 @@ def test_cli_prints_couplets_and_json(random_ckpt: str, capsys) -> None:
     code, out, err = run_cli(capsys, "--model-path", random_ckpt, "--acrostic", "--start-words", "春风", "--json")
     assert code == 0, err
     record = json.loads(out)
-    assert record["lines"][0][0] == "春" and record["seed"] == 0 and record["settings"]["acrostic"] is True
+    assert record["lines"][0][0] == "春" and record["seed"] == 0 and record["settings"]["mode"] == "acrostic"
     assert record["poem"] == "".join(record["lines"])
     code, out, _ = run_cli(
         capsys, "--model-path", random_ckpt, "--num-poems", "3", "--json", "--form", "wujue", "--start-words", ""
@@ -324,6 +327,16 @@ def test_cli_prints_couplets_and_json(random_ckpt: str, capsys) -> None:
         (["--temperature", "-1"], "--temperature"),
         (["--top-p", "0"], "--top-p"),
         (["--repetition-penalty", "-1"], "--repetition-penalty"),
+        (["--temperature", "nan"], "--temperature must be between 0 and 100, not nan"),
+        (["--num-poems", "100000000"], "--num-poems must be between 1 and 1000"),
+        (["--lr", "5"], "--lr is a setting of tangpoem.train"),
+        (["--no-such-flag"], "unrecognized argument --no-such-flag"),
+        (["--template", "床前明月光，□□□□。"], "same length"),
+        (["--template", "床前明a光，□□□□□。"], "'a' at line 1, character 4"),
+        (["--template", "春风江山开，□□□□□。", "--tones"], "'山' at line 1, character 4"),
+        (["--form", "五绝", "--start-words", "", "--tones", "--pattern", "平平"], "unknown tone pattern '平平'"),
+        (["--acrostic", "--template", "□□□□□，□□□□□。"], "two modes"),
+        (["--candidates", "0"], "--candidates must be between 1 and 64"),
     ],
 )
 def test_cli_bad_input(random_ckpt: str, capsys, args: list[str], message: str) -> None:
@@ -349,3 +362,149 @@ def test_cli_subprocess(random_ckpt: str) -> None:
     good = subprocess.run([*cmd, "--acrostic", "--start-words", "春風", "--json"], capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert [line[0] for line in json.loads(good.stdout)["lines"]] == ["春", "风"]
+
+
+# ---------------------------------------------------------------- Tang prosody, templates, choosing
+
+
+FORM_NAMES = ("五绝", "七绝", "五律", "七律")
+
+
+def test_forms_rhyme_by_default_and_no_rhyme_turns_it_off(poet: Poet) -> None:
+    for poem in poet.continue_poem("", form="七绝", num_poems=SEEDS, seed=11):
+        check_rhyme(poem)
+    assert all(not p.rhyme for p in poet.continue_poem("", form="七绝", rhyme=False, num_poems=4))
+
+
+@pytest.mark.parametrize("form", FORM_NAMES)
+@pytest.mark.parametrize("num_poems", [1, 9])
+def test_tones_keep_every_rule(poet: Poet, form: str, num_poems: int) -> None:
+    length, count = FORMS[form]
+    for seed in range(0, 40, num_poems):
+        for poem in poet.continue_poem("", form=form, tones=True, num_poems=num_poems, seed=seed):
+            check_lines(poem, length, count)
+            check_tones(poem)
+            check_rhyme(poem)
+
+
+def test_tones_with_acrostic_template_and_start_words(poet: Poet) -> None:
+    for poem in poet.acrostic("春花秋月", form="七绝", tones=True, num_poems=SEEDS, seed=3):
+        assert [line[0] for line in poem.lines] == list("春花秋月")
+        check_tones(poem)
+        check_rhyme(poem)
+    template = "床前明月光，□□□□□。□□□□□，□□□□□。"
+    for poem in poet.fill(template, tones=True, num_poems=SEEDS, seed=5):
+        assert poem.text.startswith("床前明月光，") and len(poem.text) == len(template)
+        check_tones(poem)
+    for poem in poet.continue_poem("白日依山尽，", form="五绝", tones=True, num_poems=SEEDS, seed=8):
+        assert poem.text.startswith("白日依山尽，")
+        check_tones(poem)
+        assert poem.pattern == "仄起不入韵"  # the only pattern 白日依山尽 leaves
+
+
+def test_tones_without_a_form_on_five_or_seven_character_lines(poet: Poet) -> None:
+    for poem in poet.acrostic("夜月一帘幽梦", tones=True, num_poems=SEEDS, seed=2):
+        check_lines(poem, None, 6)
+        assert len(poem.lines[0]) - 1 in (5, 7)
+        check_tones(poem)
+
+
+def test_pattern_names_a_pattern(poet: Poet) -> None:
+    for name in prosody.PATTERN_NAMES:
+        for poem in poet.continue_poem("", form="五律", tones=True, pattern=name, num_poems=4, seed=1):
+            assert poem.pattern == name and name in prosody.check_poem(poem.text).patterns
+    with pytest.raises(TangpoemError, match="unknown tone pattern '平起'"):
+        poet.continue_poem("", form="五律", tones=True, pattern="平起")
+    with pytest.raises(TangpoemError, match="with --tones"):
+        poet.continue_poem("", form="五律", pattern="平起入韵")
+
+
+def test_given_characters_no_pattern_admits_are_named(poet: Poet) -> None:
+    with pytest.raises(TangpoemError, match=r"'山' at line 1, character 4 of the template"):
+        poet.fill("春风江山开，□□□□□。□□□□□，□□□□□。", tones=True)
+    with pytest.raises(TangpoemError, match=r"do not fit: no 五绝 tone pattern admits the level \(平\) '山'"):
+        poet.continue_poem("春风江山", form="五绝", tones=True)
+    with pytest.raises(TangpoemError, match="oblique"):  # 月 cannot close a rhyming line
+        poet.fill("□□□□□，□□□□月。□□□□□，□□□□□。")
+    assert poet.fill("□□□□□，□□□□月。□□□□□，□□□□□。", rhyme=False)  # it can without rhyme
+
+
+def test_template_keeps_its_characters_and_fills_the_blanks(poet: Poet) -> None:
+    template = "□□□□□□□，□□□□□□□。□□□山□□□，□□□□□□□。"
+    for poem in poet.fill(template.replace("□", "_", 3).replace("□", "＿", 2), num_poems=SEEDS, seed=4):
+        check_lines(poem, 7, 4)
+        assert poem.lines[2][3] == "山"
+        check_rhyme(poem)  # a template in a form's shape rhymes by default
+    kept = "春风不见长江水，明月何时上玉楼。"
+    (poem,) = poet.fill(kept + "□□□□□□□，□□□□□□□。", seed=3)
+    assert poem.text.startswith(kept)
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("床前明月光，□□□□。", "same length"),
+        ("床前明月光，□□□□□。□□□□□，", "even number of lines"),
+        ("床前明月光，□□□□□", "must end each line"),
+        ("床前明a光，□□□□□。", "'a' at line 1, character 4"),
+        ("床前明月光。□□□□□，", "line 1 of the template must end in ，"),
+        ("", "template is empty"),
+    ],
+)
+def test_bad_templates_are_refused(poet: Poet, template: str, message: str) -> None:
+    with pytest.raises(TangpoemError, match=message):
+        poet.fill(template)
+    with pytest.raises(TangpoemError, match="has 5-character lines, but 7"):
+        poet.fill("床前明月光，□□□□□。", form="七绝")
+
+
+def test_lines_have_five_or_seven_characters_unless_asked(poet: Poet) -> None:
+    for poem in poet.acrostic("夜月一帘幽梦春风十里柔情", num_poems=SEEDS, seed=6):
+        assert len(poem.lines[0]) - 1 in (5, 7), poem.text
+        check_lines(poem, None, 12)
+    for poem in poet.continue_poem("", num_poems=SEEDS, seed=7, max_gen_len=80):
+        assert len(poem.lines[0]) - 1 in (5, 7), poem.text
+    for poem in poet.acrostic("春夏秋冬", line_length=4, num_poems=4):
+        check_lines(poem, 4, 4)
+
+
+def test_max_gen_len_bounds_acrostics_and_lines(poet: Poet) -> None:
+    heads = "夜月一帘幽梦春风十里柔情"  # 12 lines: 72 characters in 5-character lines, 96 in 7
+    for poem in poet.acrostic(heads, max_gen_len=80, num_poems=SEEDS, seed=1):
+        check_lines(poem, 5, 12)
+    for poem in poet.continue_poem("", lines=6, max_gen_len=40, num_poems=SEEDS, seed=1):
+        check_lines(poem, 5, 6)
+    with pytest.raises(TangpoemError, match="--max-gen-len is 60"):
+        poet.acrostic(heads, max_gen_len=60)
+
+
+def test_candidates_keep_the_likeliest_poem(poet: Poet) -> None:
+    for seed in range(6):
+        (plain,) = poet.continue_poem("", form="五绝", seed=seed)
+        (best,) = poet.continue_poem("", form="五绝", candidates=4, seed=seed)
+        assert best.score == pytest.approx(poet.score(best.text), abs=1e-4)
+        assert best.score >= poet.score(plain.text) - 1e-6  # the first candidate is the plain poem
+        assert best.text == poet.continue_poem("", form="五绝", candidates=4, seed=seed)[0].text
+
+
+@pytest.mark.parametrize("options", [dict(form="七绝", drafts=3), dict(drafts=3, max_gen_len=60),
+                                     dict(form="五律", tones=True, drafts=2, candidates=2)])  # fmt: skip
+def test_drafts_keep_the_rules_and_batches_equal_one_by_one(poet: Poet, options: dict) -> None:
+    batch = poet.continue_poem("", num_poems=5, seed=30, **options)
+    alone = [poet.continue_poem("", num_poems=1, seed=30 + i, **options)[0] for i in range(5)]
+    assert [p.text for p in batch] == [p.text for p in alone]
+    for poem in batch:
+        check_lines(poem, None, None, strict="form" in options)
+        assert poem.score is not None
+        if poem.ended != "max_gen_len":  # (then the text is cut back to its last couplet)
+            assert poem.score == pytest.approx(poet.score(poem.text), abs=1e-4)
+        if options.get("tones"):
+            check_tones(poem)
+        if "form" in options:
+            check_rhyme(poem)
+
+
+def test_greedy_needs_no_candidates(poet: Poet) -> None:
+    (a,) = poet.continue_poem("", form="五绝", temperature=0)
+    (b,) = poet.continue_poem("", form="五绝", temperature=0, candidates=4, drafts=4)
+    assert a.text == b.text
