@@ -10,9 +10,10 @@ Checkpoints (`tangpoem.checkpoint`: safetensors weights + JSON, and `PATH.traine
   the older `.step*` files of the prefix, so an interrupted save always leaves the previous checkpoint.
 The metadata holds `epoch` (epochs completed), `step_in_epoch` (batches done in the next one),
 `global_step`, `world_size` and the whole training config; the trainer state holds the optimizer's
-state, the AMP scaler's and Paddle's RNG state. `--resume latest` picks the checkpoint of the prefix
-with the most steps. Batches depend only on (seed, epoch) and resuming skips the batches already done,
-so with a fixed `--seed` a stopped-and-resumed run ends with the same weights as an uninterrupted one.
+state and the AMP scaler's. `--resume latest` picks the checkpoint of the prefix with the most steps.
+Batches depend only on (seed, epoch) and resuming skips the batches already done; dropout's masks depend
+only on (seed, rank, step) (`seed_step`); so with a fixed `--seed` a stopped-and-resumed run ends with
+the same weights as an uninterrupted one.
 
 `--max-steps` counts global steps (a resumed run continues to the same total); `--max-minutes`
 counts this invocation's time. Exit status: 0 when training finished or stopped at a limit,
@@ -100,6 +101,19 @@ class _LossLayer(paddle.nn.Layer):
         mask = target_mask(targets, self.pad_id, self.start_id) if self.mask_padding else None
         loss, count = sequence_loss(self.model, inputs, targets, mask)
         return loss, paddle.to_tensor(count)
+
+
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed Paddle's generators for one training step from (seed, rank, step): they draw its dropout masks.
+
+    A resumed run then draws the masks of an uninterrupted one from what the checkpoint already records,
+    on every Paddle version. Saving `paddle.get_rng_state()` in the trainer state cannot do that on
+    Paddle 2.6: its CPU GeneratorState pickles as (device, seed, offset) only and unpickling re-seeds the
+    mt19937_64 engine, so `paddle.load` gives back the generator as it was at `paddle.seed`, not at the
+    step (3.x pickles the engine too). Each rank gets its own masks, as the rows of one large batch would.
+    """
+    words = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint32)
+    paddle.seed((int(words[0]) << 31) | (int(words[1]) >> 1))  # 63 bits: a valid seed for every generator
 
 
 def clip_grad_norm(parameters: list, max_norm: float) -> float:
@@ -321,8 +335,6 @@ def _run_training(cfg: Config) -> TrainResult:
         optimizer.set_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        if state.get("rng") is not None:
-            paddle.set_rng_state(state["rng"])
         epoch = int(ckpt.meta.get("epoch", 0))
         step_in_epoch = int(ckpt.meta.get("step_in_epoch", 0))
         global_step = int(ckpt.meta.get("global_step", 0))
@@ -355,7 +367,6 @@ def _run_training(cfg: Config) -> TrainResult:
             trainer_state = {
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": paddle.get_rng_state(),
                 "global_step": global_step,
             }
             save_checkpoint(path, model, poems.ix2word, meta, trainer_state)
@@ -395,6 +406,7 @@ def _run_training(cfg: Config) -> TrainResult:
             )
             tick, tick_tokens = time.monotonic(), 0
             for inputs, targets in loader:
+                seed_step(cfg.seed, rank, global_step)
                 with paddle.amp.auto_cast() if scaler is not None else nullcontext():
                     loss, count = trainer(inputs, targets)
                 with trainer.no_sync() if world_size > 1 else nullcontext():

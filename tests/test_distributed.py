@@ -107,7 +107,7 @@ def test_two_process_data_parallel_stops_resumes_and_averages_gradients(tmp_path
     for tag in ("first", "second"):
         rank0 = (tmp_path / f"launch-{tag}" / "workerlog.0").read_text(errors="replace")
         rank1 = (tmp_path / f"launch-{tag}" / "workerlog.1").read_text(errors="replace")
-        logged = re.compile(r"^step \d+  train [\d.]+  heldout [\d.]+$", re.M)
+        logged = re.compile(r"^step \d+  train [\d.]+  heldout [\d.]+  lr [\d.e+-]+$", re.M)
         assert "checkpoint:" in rank0 and logged.search(rank0)
         assert "checkpoint:" not in rank1 and not logged.search(rank1) and "epoch 1/" not in rank1
     assert len(list((tmp_path / "logs").iterdir())) == 2  # one VisualDL run per launch, from rank 0
