@@ -31,15 +31,15 @@ pin=""  # the extra's requirement (paddlepaddle>=2.6) and this pin together pick
 if [ -n "$paddle" ]; then
   if [ "$wheel" = gpu ]; then pin="paddlepaddle-gpu==$paddle"; else pin="paddlepaddle==$paddle"; fi
 fi
-stamp="$venv/.tangpoem-installed"
+stamp="$venv/.tangpoem-installed" want="${spec}${pin:+ $pin}"
 if [ "$fresh" = 1 ] || [ ! -x "$venv/bin/python" ]; then
   echo "creating $venv (Paddle wheel: $wheel${paddle:+ $paddle})"
   "$python" -m venv --clear "$venv"
-elif [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$spec $pin" ] && "$venv/bin/python" -c 'import paddle, tangpoem' 2>/dev/null; then
-  echo "$venv is ready ($spec $pin)"
+elif [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c 'import paddle, tangpoem' 2>/dev/null; then
+  echo "$venv is ready ($want)"
   exit 0
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet -e "$spec" ${pin:+"$pin"}
-echo "$spec $pin" > "$stamp"
+echo "$want" > "$stamp"
 echo "$venv is ready ($spec): $("$venv/bin/python" -c 'import paddle; print("paddle", paddle.__version__)' 2>/dev/null)"
