@@ -15,11 +15,12 @@ Checkpoints (`tangpoem.checkpoint`: safetensors weights + JSON, and `PATH.traine
   the older `.step*` files of the prefix, so an interrupted save always leaves the previous checkpoint.
 The metadata holds `epoch` (epochs completed), `step_in_epoch` (batches done in the next one),
 `global_step`, `world_size`, `run` (an id the run keeps across resumes) and the whole training config;
-the trainer state holds the optimizer's state, the AMP scaler's and the RNG state. `--resume latest`
+the trainer state holds the optimizer's state and the AMP scaler's. `--resume latest`
 picks the checkpoint of the prefix with the most steps. A prefix holds one run: a fresh run onto a
 prefix with another run's checkpoints is refused rather than mixed with them. Batches depend only on
-(seed, epoch) and resuming skips the batches already done, so with a fixed `--seed` a stopped-and-
-resumed run ends with the same weights as an uninterrupted one. The learning rate is a function of
+(seed, epoch) and resuming skips the batches already done; dropout's masks depend only on (seed, rank,
+step) (`seed_step`); so with a fixed `--seed` a stopped-and-resumed run ends with the same weights as an
+uninterrupted one. The learning rate is a function of
 the step alone (`learning_rate`), so a resumed run continues on the same curve.
 
 `--max-steps` counts global steps (a resumed run continues to the same total, where a cosine schedule
@@ -169,13 +170,17 @@ def _average_gradients(parameters: list, world_size: int) -> None:
         offset += n
 
 
-def rng_state() -> Any:
-    """The random state dropout draws from, to save with a checkpoint."""
-    return paddle.get_rng_state()
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed Paddle's generators for one training step from (seed, rank, step): they draw its dropout masks.
 
-
-def restore_rng_state(state: Any) -> None:
-    paddle.set_rng_state(state)
+    A resumed run then draws the masks of an uninterrupted one from what the checkpoint already records,
+    on every Paddle version. Saving `paddle.get_rng_state()` in the trainer state cannot do that on
+    Paddle 2.6: its CPU GeneratorState pickles as (device, seed, offset) only and unpickling re-seeds the
+    mt19937_64 engine, so `paddle.load` gives back the generator as it was at `paddle.seed`, not at the
+    step (3.x pickles the engine too). Each rank gets its own masks, as the rows of one large batch would.
+    """
+    words = np.random.SeedSequence([seed, rank, step]).generate_state(2, dtype=np.uint32)
+    paddle.seed((int(words[0]) << 31) | (int(words[1]) >> 1))  # 63 bits: a valid seed for every generator
 
 
 class _StopFlag:
@@ -380,8 +385,6 @@ class Run:
         self.optimizer.set_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        if state.get("rng") is not None:
-            restore_rng_state(state["rng"])
         self.epoch = int(ckpt.meta.get("epoch", 0))
         self.step_in_epoch = int(ckpt.meta.get("step_in_epoch", 0))
         self.global_step = int(ckpt.meta.get("global_step", 0))
@@ -406,6 +409,7 @@ class Run:
     def train_step(self, inputs, targets) -> None:
         """Forward, backward, clip, learning rate, optimizer step; counters and progress bar."""
         cfg, scaler = self.cfg, self.scaler
+        seed_step(cfg.seed, self.rank, self.global_step)
         with paddle.amp.auto_cast() if scaler is not None else nullcontext():
             loss, count = self.trainer(inputs, targets)
         with self.trainer.no_sync() if self.world_size > 1 else nullcontext():
@@ -494,7 +498,6 @@ class Run:
             trainer_state = {
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "rng": rng_state(),
                 "global_step": self.global_step,
             }
             save_checkpoint(path, self.model, self.poems.ix2word, meta, trainer_state)

@@ -170,8 +170,8 @@ def run_to(cfg: Config, **changes) -> train_mod.TrainResult:
 
 
 def test_stopped_and_resumed_equals_uninterrupted(small_npz, tmp_path):
-    # two layers with dropout: the RNG state must be carried over too; 19 steps per epoch, so the
-    # stops fall inside epoch 1, exactly at its end, and inside epoch 2
+    # two layers with dropout: the resumed steps must draw the same dropout masks (seed_step); 19 steps
+    # per epoch, so the stops fall inside epoch 1, exactly at its end, and inside epoch 2
     common = dict(num_layers=2, dropout=0.2, epoch=3)
     whole = run_training(tiny_config(small_npz, tmp_path / "whole" / "m", max_steps=45, **common))
     cfg = tiny_config(small_npz, tmp_path / "parts" / "m", max_steps=7, **common)
@@ -187,6 +187,20 @@ def test_stopped_and_resumed_equals_uninterrupted(small_npz, tmp_path):
     a, b = weights(whole.checkpoint), weights(last.checkpoint)
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_dropout_masks_depend_on_seed_rank_and_step_only():
+    x = paddle.ones([4000])
+
+    def mask(seed: int, rank: int, step: int) -> np.ndarray:
+        train_mod.seed_step(seed, rank, step)
+        return paddle.nn.functional.dropout(x, 0.5).numpy() > 0
+
+    first = mask(0, 0, 7)
+    paddle.nn.functional.dropout(x, 0.5)  # whatever was drawn before, the step's masks come back
+    assert (mask(0, 0, 7) == first).all()
+    for other in (mask(0, 0, 8), mask(0, 1, 7), mask(1, 0, 7)):
+        assert 0.4 < (other != first).mean() < 0.6  # independent masks: about half the entries differ
 
 
 def test_sigint_saves_a_resumable_checkpoint_and_exits_130(small_npz, tmp_path, monkeypatch, capsys):
