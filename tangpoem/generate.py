@@ -680,6 +680,17 @@ class Poet:
         the lines of a poem one did not keep: '床前明月光，□□□□□。□□□□□，□□□□□。'."""
         return self.write("template", template, Options(**options))
 
+    def write_batch(self, requests: list[tuple[str, str, Options]]) -> list[list[Poem] | TangpoemError]:
+        """Several requests (mode, text, options) at once: each one's poems, or the TangpoemError that
+        refused it. The poems are those `write` gives for each alone (same seed, same result)."""
+        out: list[list[Poem] | TangpoemError] = []
+        for mode, text, opts in requests:
+            try:
+                out.append(self.write(mode, text, opts))
+            except TangpoemError as err:
+                out.append(err)
+        return out
+
     def write(self, mode: str, text: str, opts: Options, unconstrained: bool = False) -> list[Poem]:
         """mode 'continue' (text: start words), 'acrostic' (heads) or 'template'."""
         opts.check()
