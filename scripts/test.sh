@@ -18,7 +18,7 @@ done
 venv="${TANGPOEM_TEST_VENV:-.venv-test${paddle:+-paddle-$paddle}}"
 started=$(date +%s)
 
-scripts/setup_env.sh --fresh --venv "$venv" --extras test ${paddle:+--paddle "$paddle"}
+scripts/setup_env.sh --fresh --venv "$venv" --extras test,serve ${paddle:+--paddle "$paddle"}
 echo "install: $(( $(date +%s) - started )) s ($("$venv/bin/python" -c 'import paddle; print("paddle", paddle.__version__)' 2>/dev/null))"
 
 if [ -z "${TANGPOEM_CORPUS:-}" ]; then

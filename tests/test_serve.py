@@ -1,0 +1,563 @@
+"""The web app (`tangpoem.serve`) against a real small model trained here: every mode and form, replay by
+seed, every kind of bad input answered 422 with its message (never a 500), body and queue limits, a real
+uvicorn with --workers 2, and a real headless Chromium driving the page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install -e '.[serve]'")
+pytest.importorskip("starlette.testclient", reason="the tests need httpx2 (or httpx): pip install -e '.[test]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tangpoem.forms import FORMS  # noqa: E402
+from tangpoem.generate import Options, Poet  # noqa: E402
+from tangpoem.serve import (  # noqa: E402
+    CAPS,
+    MAX_BODY,
+    STATIC_DIR,
+    Decoder,
+    ServeSettings,
+    api_words,
+    create_app,
+    error_field,
+    main,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+@pytest.fixture(scope="module")
+def trained_ckpt(tang_npz, tmp_path_factory) -> str:
+    train = pytest.importorskip("tangpoem.train")
+    from tangpoem.config import Config
+
+    prefix = tmp_path_factory.mktemp("serve-model") / "model"
+    cfg = Config(
+        data_path=str(tang_npz), embedding_dim=32, hidden_dim=64, num_layers=1, batch_size=32, max_steps=20,
+        model_prefix=str(prefix), use_gpu=False, plot_every=10**9,
+    )  # fmt: skip
+    return train.train(cfg)
+
+
+@pytest.fixture(scope="module")
+def poet(trained_ckpt) -> Poet:
+    return Poet.load(trained_ckpt)
+
+
+@pytest.fixture(scope="module")
+def client(trained_ckpt):
+    with TestClient(create_app(ServeSettings(model_path=trained_ckpt))) as c:
+        yield c
+
+
+def post(client, body) -> tuple[int, dict]:
+    r = client.post("/api/poems", json=body)
+    return r.status_code, r.json()
+
+
+def hanzi(line: str) -> str:
+    return line[:-1]
+
+
+# ---------------------------------------------------------------- what a caller gets
+
+
+def test_health_names_the_model(client, trained_ckpt):
+    h = client.get("/api/health").json()
+    assert h["ready"] is True
+    m = h["model"]
+    assert m["path"] == trained_ckpt
+    shape = (m["vocab_size"], m["embedding_dim"], m["hidden_dim"], m["num_layers"])
+    assert shape == (len(Poet.load(trained_ckpt).vocab), 32, 64, 1)
+    assert m["steps"] == 20 == m["meta"]["global_step"]
+    assert m["meta"]["config"]["hidden_dim"] == 64
+    assert h["limits"]["num_poems"] == CAPS["num_poems"] and h["queue"]["capacity"] == 64
+
+
+@pytest.mark.parametrize("form", [*FORMS, ""])
+def test_every_mode_and_form(client, form):
+    length, count = FORMS.get(form, (None, None))
+    # continuation
+    status, a = post(client, {"mode": "continue", "text": "春风", "form": form, "num_poems": 2, "seed": 5})
+    assert status == 200, a
+    assert [p["seed"] for p in a["poems"]] == [5, 6]
+    for p in a["poems"]:
+        assert p["text"].startswith("春风") and "".join(p["lines"]) == p["text"] == "".join(p["couplets"])
+        lengths = {len(hanzi(line)) for line in p["lines"]}
+        assert len(lengths) == 1
+        if form:
+            assert lengths == {length} and len(p["lines"]) == count and p["ended"] == "shape"
+            assert p["rhyme"]  # forms rhyme by default
+        else:
+            assert lengths <= {5, 7} and len(p["lines"]) % 2 == 0
+    assert a["settings"]["form"] == form and a["settings"]["seed"] == 5
+    # acrostic: line i begins with head i
+    status, a = post(client, {"mode": "acrostic", "text": "春花秋月", "form": form, "seed": 1})
+    assert status == 200, a
+    (p,) = a["poems"]
+    assert [line[0] for line in p["lines"][:4]] == list("春花秋月")
+    assert len(p["lines"]) == (count or 4)
+    # template: its characters kept, blanks filled
+    n = length or 5
+    couplet = "□" * n + "，" + "□" * n + "。"
+    template = "山" + couplet[1:] + couplet * ((count or 4) // 2 - 1)
+    status, a = post(client, {"mode": "template", "text": template, "form": form, "seed": 2})
+    assert status == 200, a
+    (p,) = a["poems"]
+    assert len(p["text"]) == len(template) and p["text"][0] == "山" and "□" not in p["text"]
+    assert all(t == c for t, c in zip(template, p["text"], strict=True) if t != "□")
+
+
+def test_aliases_tones_pattern_and_the_other_settings(client):
+    body = {"mode": "continue", "form": "qijue", "tones": True, "pattern": "平起入韵", "prefix_words": "大漠孤烟直",
+            "temperature": 1, "top_k": 50, "top_p": 0.95, "repetition_penalty": 2.0, "repeat_guard": False,
+            "candidates": 2, "drafts": 2, "num_poems": 2, "max_gen_len": 100, "seed": 9}  # fmt: skip
+    status, a = post(client, body)
+    assert status == 200, a
+    assert a["settings"]["form"] == "七绝" and a["settings"]["temperature"] == 1.0
+    for p in a["poems"]:
+        assert p["pattern"] == "平起入韵" and p["score"] is not None and "大漠" not in p["text"]
+
+
+def test_replay_by_seed_and_same_as_the_python_api(client, poet):
+    status, a = post(client, {"mode": "acrostic", "text": "江山如画", "form": "五律", "num_poems": 3})
+    assert status == 200, a
+    settings = a["settings"]
+    assert isinstance(settings["seed"], int)  # a random seed, reported
+    for p in a["poems"]:
+        status, again = post(client, {**settings, "seed": p["seed"], "num_poems": 1})
+        assert status == 200 and again["poems"][0]["text"] == p["text"]
+    opts = Options(**{k: v for k, v in settings.items() if k not in ("mode", "text")})
+    assert [p.text for p in poet.write("acrostic", "江山如画", opts)] == [p["text"] for p in a["poems"]]
+    # a request without a seed gets another one each time
+    seeds = {post(client, {"text": "春"})[1]["settings"]["seed"] for _ in range(4)}
+    assert len(seeds) > 1
+
+
+def test_readme_curl_example_runs(client):
+    text = README.read_text(encoding="utf-8")
+    examples = re.findall(r"curl [^\n]*?/api/poems[^\n]*?-d '([^']+)'", text)
+    assert examples, "README shows a curl example of POST /api/poems"
+    for body in examples:
+        status, a = post(client, json.loads(body))
+        assert status == 200, a
+        assert a["poems"] and all(p["lines"] for p in a["poems"])
+
+
+# ---------------------------------------------------------------- bad input: 422 with a message, the field it concerns
+
+TOO_LONG = "春" * 201
+BAD = [  # (body, field, words the message must hold)
+    ({"mode": "continue", "text": "龘龘春"}, "text", "'龘' (U+9F98)"),
+    ({"mode": "acrostic", "text": "春龘", "form": "七绝"}, "text", "'龘'"),
+    ({"mode": "template", "text": "龘□□□□，□□□□□。"}, "text", "'龘'"),
+    ({"prefix_words": "龘"}, "prefix_words", "'龘'"),
+    ({"form": "八绝"}, "form", "known forms"),
+    ({"form": 7}, "form", "form"),
+    ({"mode": "poem"}, "mode", "'continue', 'acrostic' or 'template'"),
+    ({"pattern": "平起"}, "pattern", "平起入韵"),
+    ({"pattern": "平起入韵"}, "pattern", "tones"),
+    ({"temperature": -1}, "temperature", "greater than or equal to 0"),
+    ({"temperature": 101}, "temperature", "less than or equal to 100"),
+    ({"temperature": "hot"}, "temperature", "number"),
+    ({"top_p": 0}, "top_p", "greater than or equal to"),
+    ({"top_k": -5}, "top_k", "greater than or equal to 0"),
+    ({"num_poems": 0}, "num_poems", "greater than or equal to 1"),
+    ({"num_poems": CAPS["num_poems"] + 1}, "num_poems", f"less than or equal to {CAPS['num_poems']}"),
+    ({"num_poems": "2"}, "num_poems", "integer"),
+    ({"num_poems": 2.5}, "num_poems", "integer"),
+    ({"num_poems": True}, "num_poems", "integer"),
+    ({"candidates": 9}, "candidates", "less than or equal to 8"),
+    ({"num_poems": 16, "candidates": 8}, "num_poems", "at most 64"),
+    ({"max_gen_len": 0}, "max_gen_len", "greater than or equal to 1"),
+    ({"max_gen_len": 10**6}, "max_gen_len", "less than or equal to 400"),
+    ({"form": "七律", "max_gen_len": 50}, "max_gen_len", "needs 64 characters"),
+    ({"seed": -1}, "seed", "greater than or equal to 0"),
+    ({"seed": 2**31 - 1, "num_poems": 2}, "seed", "seed + num_poems - 1"),
+    ({"seed": 2**40}, "seed", "less than or equal to"),
+    ({"text": TOO_LONG}, "text", "at most 200 characters"),
+    ({"text": "春\x00风"}, "text", "control characters (U+0000)"),
+    ({"rhyme": "yes"}, "rhyme", "boolean"),
+    ({"line_length": 20}, "line_length", "less than or equal to 15"),
+    ({"line_length": 6, "tones": True}, "tones", "5 or 7"),
+    ({"form": "五绝", "lines": 8}, "form", "has 4 lines"),
+    ({"form": "五绝", "line_length": 7}, "form", "5-character lines"),
+    ({"lines": 65}, "lines", "less than or equal to 64"),
+    ({"mode": "continue", "text": "床前明月光照", "form": "五绝"}, "text", "do not fit"),
+    ({"mode": "acrostic", "text": "一二三四五", "form": "七绝"}, "text", "only 4 lines"),
+    ({"mode": "acrostic", "text": "，。"}, "text", "empty"),
+    ({"mode": "template", "text": "床前明月光，□□□□□。□□□□□，"}, "text", "even number of lines"),
+    ({"mode": "template", "text": "床前明月光，□□□□。"}, "text", "same length"),
+    ({"mode": "template", "text": "床前明月光"}, "text", "must end each line"),
+    ({"mode": "template", "text": ""}, "text", "empty"),
+    ({"mode": "template", "text": "床前明月光，□□□□□。", "form": "七绝"}, "text", "asked for"),
+    ({"mode": "template", "text": "□□□□□，□□□□月。□□□□□，□□□□□。"}, "text", "oblique"),
+    ({"unknown": 1}, None, "unknown setting 'unknown'"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "words"), BAD, ids=[json.dumps(b, ensure_ascii=False)[:40] for b, *_ in BAD])
+def test_bad_input_answers_422_with_its_message(client, body, field, words):
+    r = client.post("/api/poems", json=body)
+    assert r.status_code == 422, r.text
+    answer = r.json()
+    assert words in answer["detail"], answer
+    assert answer["field"] == field, answer
+    assert answer["errors"] and all(e["message"] for e in answer["errors"])
+    assert "Traceback" not in r.text and "--" not in answer["detail"]  # the API's words, not the CLI's flags
+    if "龘" in json.dumps(body, ensure_ascii=False):
+        assert answer["chars"] == ["龘"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "words"),
+    [
+        (b'{"temperature": NaN}', "application/json", "finite number"),
+        (b'{"temperature": Infinity}', "application/json", "finite number"),
+        (b'{"text": "\\ud800"}', "application/json", "text"),
+        (b"{not json", "application/json", "not valid JSON"),
+        (b"[1, 2]", "application/json", "JSON object"),
+        (b'"acrostic"', "application/json", "JSON object"),
+        (b"", "application/json", "send a JSON object"),
+        (b"mode=acrostic", "application/x-www-form-urlencoded", "JSON object"),
+        ("春花秋月".encode("gb18030"), "application/json", "JSON"),
+        (b'{"text": "\xff\xfe"}', "application/json", "JSON"),
+    ],
+)
+def test_malformed_bodies_answer_422(client, raw, content_type, words):
+    r = client.post("/api/poems", content=raw, headers={"content-type": content_type})
+    assert r.status_code == 422, r.text
+    assert words in r.json()["detail"]
+
+
+def test_body_too_large_answers_413(client):
+    big = json.dumps({"text": "春" * 100, "prefix_words": " " * (MAX_BODY + 10)}).encode()
+    r = client.post("/api/poems", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "16,384 bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: counted while it arrives
+        for _ in range(40):
+            yield b" " * 1024
+
+    r = client.post("/api/poems", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    # just under the limit still reaches the model
+    ok = json.dumps({"text": "春"}).encode() + b" " * (MAX_BODY - 20)
+    assert client.post("/api/poems", content=ok, headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_no_request_makes_a_500(client):
+    """Random bodies of every type and extreme for every field: each answer is 200 or 422 with a message."""
+    rng = random.Random(12)
+    values = [None, True, False, 0, 1, -1, 7, 2**31, 2**63, 1e308, -1e-9, 0.5, 99.9, "", "春花秋月", "七绝", "qilv",
+              "平起入韵", "□□□□□，□□□□□。", "床前明月光，□□□□□。", "，，，", "a" * 50, "龘", "🌸", "\u3000", [],
+              [1], {}, {"a": 1}]  # fmt: skip
+    names = ["mode", "text", "prefix_words", "form", "line_length", "lines", "rhyme", "tones", "pattern", "temperature",
+             "top_k", "top_p", "repetition_penalty", "repeat_guard", "candidates", "drafts", "seed", "num_poems",
+             "max_gen_len"]  # fmt: skip
+    modes = ["continue", "acrostic", "template"]
+    seen = set()
+    for _ in range(300):
+        body = {"mode": rng.choice(modes)}
+        for name in rng.sample(names, rng.randint(1, 5)):
+            body[name] = rng.choice(values)
+        r = client.post("/api/poems", json=body)
+        assert r.status_code in (200, 422), (body, r.status_code, r.text)
+        if r.status_code == 422:
+            assert r.json()["detail"]
+        seen.add(r.status_code)
+    assert seen == {200, 422}
+
+
+def test_messages_name_fields_in_api_words():
+    assert error_field("--temperature must be between 0 and 100, not -1.0") == "temperature"
+    assert error_field("the start words '床' do not fit: x; change --start-words") == "text"
+    assert error_field("no 七绝 tone pattern admits the level (平) '东' at line 1, character 2 of the template") == (
+        "text"
+    )
+    assert error_field("--pattern names a tone pattern: use it with --tones") == "pattern"
+    assert error_field("something else") is None
+    assert api_words("change it, or pass --no-rhyme") == 'change it, or pass "rhyme": false'
+    assert api_words("but --max-gen-len is 50") == "but max_gen_len is 50"
+    assert api_words("pass --start-words '' to let the model begin") == 'pass an empty "text" to let the model begin'
+
+
+# ---------------------------------------------------------------- concurrency: one decoder, batches, a bounded queue
+
+
+class GatedPoet(Poet):
+    """A real Poet whose write_batch waits for a gate, and records how many requests each call held."""
+
+    def __init__(self, poet: Poet):
+        super().__init__(poet.vocab, poet.step, poet.backend, poet.ckpt)
+        self.gate = threading.Event()
+        self.inside = threading.Event()
+        self.calls: list[int] = []
+
+    def write_batch(self, requests):
+        self.calls.append(len(requests))
+        self.inside.set()
+        assert self.gate.wait(30)
+        return super().write_batch(requests)
+
+
+def test_requests_that_arrive_together_are_decoded_together(trained_ckpt):
+    gated = GatedPoet(Poet.load(trained_ckpt))
+    decoder = Decoder(gated, queue_size=16, batch_rows=256)
+    asks = [("acrostic", "春花秋月", Options(form="七绝", seed=s)) for s in range(6)]
+
+    async def run():
+        first = asyncio.ensure_future(decoder.write(*asks[0]))
+        await asyncio.to_thread(gated.inside.wait, 10)  # the decoder is busy with the first request
+        rest = [asyncio.ensure_future(decoder.write(*a)) for a in asks[1:]]
+        await asyncio.sleep(0.05)
+        gated.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        decoder.stop()
+    assert gated.calls == [1, 5]  # the five that waited went to the model in one call
+    alone = Poet.load(trained_ckpt)
+    assert [r[0].text for r in results] == [alone.write(*a)[0].text for a in asks]  # same poems as one by one
+
+
+def test_full_queue_answers_503_and_the_others_are_served(trained_ckpt):
+    gated = GatedPoet(Poet.load(trained_ckpt))
+    app = create_app(ServeSettings(model_path=trained_ckpt, queue_size=2), poet=gated)
+    with TestClient(app) as c, ThreadPoolExecutor(4) as pool:
+        body = {"mode": "acrostic", "text": "春花秋月", "form": "五绝", "seed": 3}
+        first = pool.submit(c.post, "/api/poems", json=body)
+        assert gated.inside.wait(10)
+        waiting = [pool.submit(c.post, "/api/poems", json=body) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while app.state.decoder.jobs.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = c.post("/api/poems", json=body)
+        assert r.status_code == 503 and "busy" in r.json()["detail"] and r.headers["retry-after"] == "1"
+        gated.gate.set()
+        answers = [f.result(timeout=30) for f in (first, *waiting)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert len({a.json()["poems"][0]["text"] for a in answers}) == 1  # same seed, same poem
+
+
+# ---------------------------------------------------------------- the page, docs, CORS, the command line
+
+
+def test_page_docs_and_static_files(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for mode in ("续写", "藏头", "填空", "自由", "五绝", "七绝", "五律", "七律", "押韵", "平仄", "温度", "首数"):
+        assert mode in r.text
+    for name in ("app.js", "app.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    for path in STATIC_DIR.iterdir():  # works offline: nothing from another site
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", path.read_text(encoding="utf-8")), path
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["PoemRequest"]["properties"]
+    assert schema["num_poems"]["maximum"] == CAPS["num_poems"] and schema["temperature"]["maximum"] == 100
+    assert client.get("/nothing").status_code == 404
+    assert client.get("/api/poems").status_code == 405
+
+
+def test_cors_only_when_asked(trained_ckpt, poet):
+    preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    with TestClient(create_app(ServeSettings(trained_ckpt), poet=poet)) as c:
+        assert "access-control-allow-origin" not in c.options("/api/poems", headers=preflight).headers
+    settings = ServeSettings(trained_ckpt, cors=["http://localhost:3000"])
+    with TestClient(create_app(settings, poet=poet)) as c:
+        r = c.options("/api/poems", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_command_line_errors_are_one_line(capsys, tmp_path):
+    assert main(["--model-path", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint") and err.count("\n") == 1
+    assert main([]) == 2
+    assert "--model-path" in capsys.readouterr().err
+    assert main(["--model-path", "x", "--cors", "localhost:3000/path"]) == 2
+    assert "origin" in capsys.readouterr().err
+    assert main(["--model-path", "x", "--workers", "0"]) == 2
+    assert main(["--model-path", "x", "--lr", "0.1"]) == 2
+    assert "tangpoem.train" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+class Server:
+    """`python -m tangpoem.serve` in its own process on a free port of 127.0.0.1."""
+
+    def __init__(self, ckpt: str, *args: str, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tangpoem.serve", "--model-path", ckpt, "--port", str(self.port), *args],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                if get_json(self.url + "/api/health", timeout=2)[1].get("ready"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"the server did not start: {log.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def test_real_server_with_two_workers(trained_ckpt, tmp_path):
+    server = Server(trained_ckpt, "--workers", "2", log=tmp_path / "server.log")
+    try:
+        body = {"mode": "acrostic", "text": "春花秋月", "form": "七绝", "seed": 4}
+        answers = [get_json(server.url + "/api/poems", body) for _ in range(6)]
+        assert all(status == 200 for status, _ in answers), answers
+        assert len({a["poems"][0]["text"] for _, a in answers}) == 1  # either worker writes the same poem
+        status, bad = get_json(server.url + "/api/poems", {"text": "龘"})
+        assert status == 422 and bad["chars"] == ["龘"]
+    finally:
+        server.stop()
+    log = server.log.read_text(errors="replace")
+    assert log.count("Started server process") >= 2 and "Traceback" not in log
+
+
+# ---------------------------------------------------------------- a real browser
+
+
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromium-driver (.ci/run installs them), or a skip that says how to get them."""
+    pytest.importorskip("selenium", reason="the browser test needs selenium: pip install -e '.[test]'")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("Chromium is not installed here: apt-get install chromium chromium-driver (.ci/run does)")
+    return browser, driver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(options=opts, service=Service(driver))
+    d.set_page_load_timeout(30)
+    yield d
+    d.quit()
+
+
+def poem_lines(d, card=0) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    cards = d.find_elements(By.CSS_SELECTOR, "#poems .poem")
+    return [e.text.replace(" ", "") for e in cards[card].find_elements(By.CSS_SELECTOR, ".chars")]
+
+
+def test_browser_acrostic_lock_and_rewrite(trained_ckpt, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    server = Server(trained_ckpt, log=tmp_path / "server.log")
+    try:
+        d.get(server.url + "/")
+        WebDriverWait(d, 20).until(lambda d: "字" in d.find_element(By.ID, "model-info").text)  # health shown
+        d.find_element(By.XPATH, "//label[span[text()='藏头']]").click()
+        text = d.find_element(By.ID, "text")
+        text.send_keys("春花秋月")
+        d.find_element(By.XPATH, "//label[span[text()='七绝']]").click()
+        d.find_element(By.ID, "write").click()
+        WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#poems .poem .chars"))
+        before = poem_lines(d)
+        assert len(before) == 4
+        for line, head in zip(before, "春花秋月", strict=True):
+            assert len(line) == 8 and line[0] == head and line[-1] in "，。"  # seven characters and its mark
+        heads = d.find_elements(By.CSS_SELECTOR, "#poems .poem:first-child .chars .head")
+        assert [h.text for h in heads] == list("春花秋月")
+
+        card = d.find_element(By.CSS_SELECTOR, "#poems .poem")
+        card.find_elements(By.CSS_SELECTOR, ".lock")[0].click()
+        assert "locked" in card.find_elements(By.CSS_SELECTOR, ".line")[0].get_attribute("class")
+        card.find_element(By.CSS_SELECTOR, ".rewrite").click()
+        WebDriverWait(d, 30).until(lambda d: "重写了 3 句" in card.find_element(By.CSS_SELECTOR, ".status").text)
+        after = poem_lines(d)
+        assert after[0] == before[0]  # the locked line stayed
+        assert all(a != b for a, b in zip(after[1:], before[1:], strict=True)), (before, after)
+        assert [line[0] for line in after] == list("春花秋月")  # the heads stay where they were
+        d.save_screenshot(str(tmp_path / "serve.png"))
+
+        # the poem's link writes the same poem again
+        link = card.find_element(By.CSS_SELECTOR, ".link").get_attribute("href")
+        d.get(link)
+        WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#poems .poem .chars"))
+        assert poem_lines(d) == after
+
+        # an error beside the input it concerns, naming the character
+        d.get(server.url + "/")
+        d.find_element(By.XPATH, "//label[span[text()='藏头']]").click()
+        d.find_element(By.ID, "text").send_keys("春龘")
+        d.find_element(By.ID, "write").click()
+        beside = d.find_element(By.CSS_SELECTOR, '.err[data-for="text"]')
+        WebDriverWait(d, 30).until(lambda d: beside.text)
+        assert "龘" in beside.text and "字表" in beside.text
+        problems = [e for e in d.get_log("browser") if e["level"] == "SEVERE" and "422" not in e["message"]]
+        assert not problems, problems  # no script errors, nothing the page's CSP had to block
+    finally:
+        server.stop()
+    assert (tmp_path / "serve.png").stat().st_size > 10_000
