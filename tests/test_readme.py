@@ -28,6 +28,9 @@ SKIPPED = [
     "paddle.distributed.launch",  # tests/test_distributed.py runs the launcher
     "python benchmarks/",  # minutes each; run by hand, results in benchmarks/README.md
     "pip install torch",
+    "pip install -e",  # the serve extra: scripts/test.sh installs it
+    "python -m tangpoem.serve",  # runs until stopped: tests/test_serve.py starts it on a free port
+    "curl ",  # needs that server: tests/test_serve.py posts the README's example to the app
 ]
 
 
@@ -48,7 +51,8 @@ def readme_commands() -> list[str]:
 def test_readme_has_the_commands_a_user_needs():
     commands = " ".join(readme_commands())
     for needed in ("scripts/quickstart.sh", "scripts/test.sh", "tangpoem.data build", "tangpoem.train",
-                   "tangpoem.evaluate", "tangpoem.generate", "--acrostic", "tangpoem.export"):  # fmt: skip
+                   "tangpoem.evaluate", "tangpoem.generate", "--acrostic", "tangpoem.export",
+                   "tangpoem.serve"):  # fmt: skip
         assert needed in commands
 
 

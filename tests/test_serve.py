@@ -154,7 +154,7 @@ def test_replay_by_seed_and_same_as_the_python_api(client, poet):
 
 
 def test_readme_curl_example_runs(client):
-    text = README.read_text(encoding="utf-8")
+    text = README.read_text(encoding="utf-8").replace("\\\n", " ")
     examples = re.findall(r"curl [^\n]*?/api/poems[^\n]*?-d '([^']+)'", text)
     assert examples, "README shows a curl example of POST /api/poems"
     for body in examples:
@@ -561,3 +561,18 @@ def test_browser_acrostic_lock_and_rewrite(trained_ckpt, browser, tmp_path):
     finally:
         server.stop()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
+
+
+def test_the_page_ships_in_the_wheel():
+    """pyproject's package data covers every file the page needs (a non-editable install serves it too)."""
+    import fnmatch
+
+    from tangpoem.config import tomllib  # tomli on Python 3.10
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"
+    ]["tangpoem"]
+    files = [p.relative_to(STATIC_DIR.parent).as_posix() for p in STATIC_DIR.iterdir()]
+    assert {"static/index.html", "static/app.css", "static/app.js"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
