@@ -399,7 +399,10 @@ class Decoder:
                 self.batches += 1
                 self.requests += len(batch)
                 for j, result in zip(batch, results, strict=True):
-                    j.loop.call_soon_threadsafe(_settle, j.future, result)
+                    try:
+                        j.loop.call_soon_threadsafe(_settle, j.future, result)
+                    except RuntimeError:  # that event loop has closed (server shutting down): nobody waits
+                        pass
             if stop:
                 return
 
