@@ -135,12 +135,15 @@ def _default(name: str) -> Any:
 
 
 def _clean_text(value: str, what: str) -> str:
-    """No lone surrogates (JSON allows "\\ud800") nor control characters: neither is poem text."""
+    """No lone surrogates (JSON allows "\\ud800") nor control characters: neither is poem text. Line breaks
+    and tabs are fine (a template typed over several lines): normalising drops all whitespace."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} holds an invalid character (a lone UTF-16 surrogate); send UTF-8 text") from None
-    bad = sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0})
+    bad = sorted(
+        {f"U+{ord(ch):04X}" for ch in value if (ord(ch) < 32 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0}
+    )
     if bad:
         raise ValueError(f"{what} holds control characters ({', '.join(bad)}); send the poem's text only")
     return value
@@ -595,6 +598,17 @@ def app_from_env() -> FastAPI:
 
 # ---------------------------------------------------------------- CLI
 
+
+def host_warning(host: str) -> str | None:
+    """One line when the server listens beyond this machine (it has no login)."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (
+        f"warning: serving on {host}: anyone who can reach it can use this server (no login); "
+        "--host 127.0.0.1 keeps it on this machine"
+    )
+
+
 SETTINGS = ("model_path", "num_threads")
 DEFAULTS = {"model_path": "", "num_threads": 1}
 
@@ -628,9 +642,9 @@ def main(argv: list[str] | None = None) -> int:
 
     path = model_to_load(cfg.model_path)
     settings = ServeSettings(cfg.model_path, cfg.num_threads, args.queue, cors=args.cors)
-    if args.host not in LOCAL_HOSTS:
-        print(f"warning: serving on {args.host}: anyone who can reach it can use this server (no login); "
-              "--host 127.0.0.1 keeps it on this machine", file=sys.stderr)  # fmt: skip
+    warning = host_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
     if args.workers == 1:
         app = create_app(settings, Poet.load(path, num_threads=cfg.num_threads))
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -38,6 +38,7 @@ from tangpoem.serve import (  # noqa: E402
     api_words,
     create_app,
     error_field,
+    host_warning,
     main,
 )
 
@@ -120,7 +121,7 @@ def test_every_mode_and_form(client, form):
     n = length or 5
     couplet = "□" * n + "，" + "□" * n + "。"
     template = "山" + couplet[1:] + couplet * ((count or 4) // 2 - 1)
-    status, a = post(client, {"mode": "template", "text": template, "form": form, "seed": 2})
+    status, a = post(client, {"mode": "template", "text": template.replace("。", "。\n"), "form": form, "seed": 2})
     assert status == 200, a
     (p,) = a["poems"]
     assert len(p["text"]) == len(template) and p["text"][0] == "山" and "□" not in p["text"]
@@ -402,6 +403,13 @@ def test_command_line_errors_are_one_line(capsys, tmp_path):
     assert main(["--model-path", "x", "--workers", "0"]) == 2
     assert main(["--model-path", "x", "--lr", "0.1"]) == 2
     assert "tangpoem.train" in capsys.readouterr().err
+
+
+def test_other_hosts_get_a_one_line_warning():
+    assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
+    for host in ("0.0.0.0", "::", "192.0.2.1"):
+        warning = host_warning(host)
+        assert warning.startswith("warning:") and host in warning and "\n" not in warning
 
 
 def free_port() -> int:
