@@ -5,12 +5,18 @@ vocabulary and the training counters. The trainer's own resume state (optimizer 
 pickle through `paddle.save`) sits beside it in `PREFIX.N.trainer`; nothing but `--resume` reads it.
 Both are written to a temporary name and renamed, the weights last, so a crash at any point leaves
 every earlier checkpoint intact and never a weights file without its trainer state.
+
+A checkpoint may also be stored compactly (`save_compact`: float16, or int8 with a float32 scale per
+output unit, LSTM weights once rather than under both of nn.LSTM's names); loading gives float32
+weights again, so nothing after the loader knows. The model shipped in the package is such a file
+(`BUNDLED`, loaded by the name "bundled").
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +28,12 @@ from tangpoem.errors import TangpoemError
 from tangpoem.model import ModelConfig, PoetryModel
 
 FORMAT = "tangpoem-checkpoint"
-VERSION = 1
+VERSION = 2  # the newest format this code reads: 1 float32 (save_checkpoint), 2 compact (save_compact)
 TRAINER_SUFFIX = ".trainer"
+BUNDLED_NAME = "bundled"
+BUNDLED = Path(__file__).resolve().parent / "models" / "bundled.safetensors"
+STORAGES = ("float16", "int8")
+_ALIAS = re.compile(r"lstm\.(\d+)\.cell\.(\w+)$")  # nn.LSTM's second name for lstm.{name}_l{k}
 
 
 def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -122,7 +132,7 @@ def save_checkpoint(
         finally:
             if tmp.exists():
                 tmp.unlink()
-    header = {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(), "vocab": vocab, **(meta or {})}
+    header = {"format": FORMAT, "version": 1, "model": model.config.to_dict(), "vocab": vocab, **(meta or {})}
     weights = {k: np.ascontiguousarray(v.numpy()) for k, v in model.state_dict().items()}
     blob = save(weights, metadata={"tangpoem": json.dumps(header, ensure_ascii=False)})
     atomic_write(path, lambda f: f.write(blob))
@@ -149,11 +159,73 @@ def _declared_size(path: str) -> int | None:
         return None
 
 
+def compact_weights(weights: dict[str, np.ndarray], storage: str) -> dict[str, np.ndarray]:
+    """float16: every tensor halved. int8: every matrix rounded to 127 steps of its largest magnitude per
+    output unit (a row; a column of linear.weight, which Paddle stores [in, out]), scale beside it as
+    NAME.scale; vectors (biases) stay float32. nn.LSTM's alias names are left out (expand_weights)."""
+    if storage not in STORAGES:
+        raise TangpoemError(f"storage must be one of {', '.join(STORAGES)}, not '{storage}'")
+    out: dict[str, np.ndarray] = {}
+    for name, w in weights.items():
+        if _ALIAS.match(name):
+            continue
+        if storage == "float16":
+            out[name] = w.astype(np.float16)
+        elif w.ndim == 2:
+            axis = 0 if name == "linear.weight" else 1
+            scale = np.abs(w).max(axis=axis, keepdims=True) / 127.0
+            scale[scale == 0] = 1.0
+            out[name] = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+            out[name + ".scale"] = scale.reshape(-1).astype(np.float32)
+        else:
+            out[name] = w.astype(np.float32)
+    return out
+
+
+def expand_weights(
+    path: str, weights: dict[str, np.ndarray], storage: str, config: ModelConfig
+) -> dict[str, np.ndarray]:
+    """The float32 weights (aliases included) of a compact checkpoint."""
+    if storage not in STORAGES:
+        raise TangpoemError(f"{path}: unknown storage '{storage}'; upgrade tangpoem")
+    out: dict[str, np.ndarray] = {}
+    try:
+        for name, w in weights.items():
+            if name.endswith(".scale"):
+                continue
+            if w.dtype == np.int8:
+                scale = weights[name + ".scale"]
+                w = w.astype(np.float32) * (scale[None, :] if name == "linear.weight" else scale[:, None])
+            out[name] = np.ascontiguousarray(w, dtype=np.float32)
+    except (KeyError, ValueError) as err:
+        raise TangpoemError(f"{path}: its compact weights are incomplete ({err}); the file is damaged") from None
+    for k in range(config.num_layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            if f"lstm.{name}_l{k}" in out:
+                out[f"lstm.{k}.cell.{name}"] = out[f"lstm.{name}_l{k}"]
+    return out
+
+
+def save_compact(ckpt: Checkpoint, path: str | Path, storage: str, meta: dict[str, Any] | None = None) -> None:
+    """Write ckpt's weights compactly (see compact_weights) with its metadata and `meta` (no trainer state)."""
+    from safetensors.numpy import save
+
+    header = {"format": FORMAT, "version": VERSION, "model": ckpt.model_config.to_dict(), "vocab": ckpt.vocab,
+              **ckpt.meta, **(meta or {}), "storage": storage}  # fmt: skip
+    blob = save(compact_weights(ckpt.weights, storage), metadata={"tangpoem": json.dumps(header, ensure_ascii=False)})
+    atomic_write(path, lambda f: f.write(blob))
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by save_checkpoint; a clear TangpoemError for anything else."""
+    """Read a checkpoint written by save_checkpoint or save_compact (or "bundled": the model shipped in
+    the package); a clear TangpoemError for anything else."""
     from safetensors import SafetensorError, safe_open
 
     path = str(path)
+    if path == BUNDLED_NAME:
+        if not BUNDLED.is_file():
+            raise TangpoemError(f"this installation has no bundled model ({BUNDLED} is missing); reinstall tangpoem")
+        path = str(BUNDLED)
     if not os.path.isfile(path):
         hint = "train one with `python -m tangpoem.train`, or pass --model-path to an existing checkpoint"
         if os.path.isdir(path):
@@ -185,6 +257,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TangpoemError(f"{path}: checkpoint metadata is incomplete ({err})") from None
     if len(vocab) != config.vocab_size:
         raise TangpoemError(f"{path}: vocabulary of {len(vocab)} does not match the model's {config.vocab_size}")
+    storage = header.pop("storage", None)
+    if storage is not None:
+        _check_model_config(path, config)
+        weights = expand_weights(path, weights, storage, config)
     return Checkpoint(path, config, vocab, weights, header)
 
 

@@ -290,17 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-form", type=int, default=16, help="poems the generator writes per form (default: 16)")
     parser.add_argument("--poems", metavar="FILE", help="figures of the poems in FILE (one a line); no checkpoint")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    add_config_args(parser, SETTINGS, {"num_threads": 0})
+    add_config_args(parser, SETTINGS, {"num_threads": 0, "prefix_words": ""})  # no priming: the network's own
     cfg, args = parse_config_args(parser, argv)
     for name, hi in (("samples", 10_000), ("per_form", 1_000)):
         if not 0 <= getattr(args, name) <= hi:
             raise TangpoemError(f"--{name.replace('_', '-')} must be between 0 and {hi}, not {getattr(args, name)}")
     report: dict = {"data_path": cfg.data_path}
     columns: dict[str, dict] = {}
+    texts = read_poems_file(args.poems) if args.poems else []
     poems = load_npz(cfg.data_path)
     train = training_lines(poems)
     if args.poems:
-        texts = read_poems_file(args.poems)
         report["poems_file"] = args.poems
         columns = figure_columns(texts, "poems", train)
     else:

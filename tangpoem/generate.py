@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -492,52 +492,70 @@ class _Scores:
             a[dst] = a[src]
 
 
-def decode(
-    step: Step,
-    rules: Rules,
-    prime: list[int],
-    given: list[int],
-    seeds: list[int],
-    opts: Options,
-) -> list[tuple[PoemState, float | None]]:
-    """Feed `prime` (outputs ignored), force `given`, then sample under `rules` until every poem ends.
+@dataclass
+class Job:
+    """One request to the decoder: its rules, the tokens it primes with and is given, its poems' seeds."""
 
-    One row per poem, candidate and draft: row (p * K + k) * R + r. The R drafts of a candidate start
-    each couplet from the same state; when all have closed it (or ended), the likeliest couplet is
-    copied to the others. At the end the likeliest of the K candidates is each poem's. Returns, per
-    poem, its state and mean log-probability per character (None when nothing was compared).
+    rules: Rules
+    prime: list[int]  # <START> + prefix words: fed first, outputs ignored
+    given: list[int]  # start words: forced before the rules decide
+    seeds: list[int]  # one poem per seed
+    opts: Options
+
+    @property
+    def widths(self) -> tuple[int, int]:
+        """(candidates, drafts) per poem; greedy decoding would write them all alike, so one of each."""
+        return (self.opts.candidates, self.opts.drafts) if self.opts.temperature > 0 else (1, 1)
+
+    @property
+    def rows(self) -> int:
+        k, r = self.widths
+        return len(self.seeds) * k * r
+
+
+def decode(step: Step, jobs: list[Job]) -> list[list[tuple[PoemState, float | None]]]:
+    """Decode every poem of every job as one batch: one network step per character for all of them.
+
+    Each job primes its rows (outputs ignored), forces its given tokens, then samples under its rules
+    until every poem ends. A poem has K candidates of R drafts, one row each: row (p * K + k) * R + r
+    of its job. The R drafts of a candidate start each couplet from the same state; when all have
+    closed it (or ended), the likeliest couplet is copied to the others. At the end the likeliest of
+    the K candidates is the poem. Returns, per job and poem, its state and mean log-probability per
+    character (None when nothing was compared).
     """
-    sampling = opts.temperature > 0
-    k_count, r_count = (opts.candidates, opts.drafts) if sampling else (1, 1)  # greedy: all would be equal
-    scoring = k_count > 1 or r_count > 1
-    n = len(seeds) * k_count * r_count
-    states = [rules.new_state() for _ in range(n)]
+    job_of = np.concatenate([np.full(job.rows, j) for j, job in enumerate(jobs)])
+    first_row = np.cumsum([0] + [job.rows for job in jobs])
+    n = int(first_row[-1])
+    states = [jobs[j].rules.new_state() for j in job_of]
     rngs = [
         np.random.default_rng(seed if k == r == 0 else [seed, k, r])
-        for seed in seeds
-        for k in range(k_count)
-        for r in range(r_count)
+        for job in jobs
+        for seed in job.seeds
+        for k in range(job.widths[0])
+        for r in range(job.widths[1])
     ]
+    scoring = [job.widths != (1, 1) for job in jobs]
+    drafts = [list(range(a, a + job.widths[1])) for job, f in zip(jobs, first_row, strict=False)
+              for a in range(int(f), int(f) + job.rows, job.widths[1]) if job.widths[1] > 1]  # fmt: skip
     scores = _Scores(n)
     waiting = np.zeros(n, dtype=bool)  # drafts that closed their couplet, held until the others have
-    step.reset(n)
-    for tok in prime[:-1]:
-        step.step(np.full(n, tok, dtype=np.int64), [])
-    feed = np.full(n, prime[-1], dtype=np.int64)
-    pad = rules.c.pad
+    feed = _prime(step, jobs, first_row)
+    pad = jobs[0].rules.c.pad
     while True:
         actions: list[Any] = []
         for i, st in enumerate(states):
+            job = jobs[job_of[i]]
             if st.done or waiting[i]:
                 actions.append(None)
-            elif len(st.tokens) < len(given):
-                actions.append(given[len(st.tokens)])
+            elif len(st.tokens) < len(job.given):
+                actions.append(job.given[len(st.tokens)])
             else:
-                actions.append(rules.next(st))
+                actions.append(job.rules.next(st))
         sampled = [i for i, a in enumerate(actions) if isinstance(a, np.ndarray)]
         # only rows that sample need the output layer, and rows whose forced token is scored
-        scored = [i for i, a in enumerate(actions) if a is not None and len(states[i].tokens) >= len(given)]
-        rows = sorted(scored) if scoring else sampled
+        scored = [i for i, a in enumerate(actions) if a is not None and scoring[job_of[i]]
+                  and len(states[i].tokens) >= len(jobs[job_of[i]].given)]  # fmt: skip
+        rows = sorted(set(sampled) | set(scored))
         held = step.get_state() if waiting.any() else None
         logits = step.step(feed, rows)
         if held is not None:  # a waiting draft does not move: put its state back
@@ -545,49 +563,87 @@ def decode(
             h[:, waiting], c[:, waiting] = held[0][:, waiting], held[1][:, waiting]
             step.set_state(h, c)
         chosen = {i: int(a) for i, a in enumerate(actions) if a is not None and not isinstance(a, np.ndarray)}
-        if sampled:
-            at = {row: j for j, row in enumerate(rows)}
-            picks = sample(
-                logits[[at[i] for i in sampled]], [actions[i] for i in sampled],
-                [rules.banned(states[i], opts.repeat_guard) for i in sampled], [rngs[i] for i in sampled],
-                opts.temperature, opts.top_k, opts.top_p, [states[i].tokens for i in sampled], opts.repetition_penalty,
-            )  # fmt: skip
-            chosen.update(zip(sampled, picks.tolist(), strict=True))
-        if scoring and rows:
-            scores.add(rows, _log_probs(logits, np.array([chosen[i] for i in rows])))
+        at = {row: k for k, row in enumerate(rows)}
+        for j, job in enumerate(jobs):  # the sampler's settings are the job's
+            mine = [i for i in sampled if job_of[i] == j]
+            if mine:
+                o = job.opts
+                picks = sample(
+                    logits[[at[i] for i in mine]], [actions[i] for i in mine],
+                    [job.rules.banned(states[i], o.repeat_guard) for i in mine], [rngs[i] for i in mine],
+                    o.temperature, o.top_k, o.top_p, [states[i].tokens for i in mine], o.repetition_penalty,
+                )  # fmt: skip
+                chosen.update(zip(mine, picks.tolist(), strict=True))
+        if scored:
+            scores.add(scored, _log_probs(logits[[at[i] for i in scored]], np.array([chosen[i] for i in scored])))
         for i, st in enumerate(states):
             if actions[i] is None:
                 if st.done:
                     feed[i] = pad
                 continue
-            token = chosen[i]
             lines_before = st.lines_done
-            rules.advance(st, token)
-            feed[i] = pad if st.done else token  # <EOP> is never fed back as text
-            if r_count > 1 and not st.done and st.lines_done > lines_before and st.lines_done % 2 == 0:
+            jobs[job_of[i]].rules.advance(st, chosen[i])
+            feed[i] = pad if st.done else chosen[i]  # <EOP> is never fed back as text
+            couplet_closed = st.lines_done > lines_before and st.lines_done % 2 == 0
+            if couplet_closed and not st.done and jobs[job_of[i]].widths[1] > 1:
                 waiting[i] = True
-        if r_count > 1:
-            _choose_drafts(step, states, scores, waiting, feed, r_count)
+        if drafts:
+            _choose_drafts(step, drafts, states, scores, waiting, feed)
         if all(st.done for st in states):
             break
     out = []
-    for p in range(len(seeds)):
-        first = p * k_count * r_count
-        candidates = list(range(first, first + k_count * r_count, r_count))
-        best = candidates[int(np.argmax(scores.mean(candidates)))] if k_count > 1 else first
-        out.append((states[best], float(scores.mean([best])[0]) if scoring else None))
+    for j, job in enumerate(jobs):
+        k_count, r_count = job.widths
+        poems = []
+        for p in range(len(job.seeds)):
+            first = int(first_row[j]) + p * k_count * r_count
+            candidates = list(range(first, first + k_count * r_count, r_count))
+            best = candidates[int(np.argmax(scores.mean(candidates)))] if k_count > 1 else first
+            poems.append((states[best], float(scores.mean([best])[0]) if scoring[j] else None))
+        out.append(poems)
     return out
 
 
-def _choose_drafts(step: Step, states: list[PoemState], scores: _Scores, waiting: np.ndarray, feed: np.ndarray,
-                   r_count: int) -> None:  # fmt: skip
+def _prime(step: Step, jobs: list[Job], first_row: np.ndarray) -> np.ndarray:
+    """Feed every job's prime but its last token (their outputs are not needed); jobs that share a prime
+    are fed together. Returns the tokens the first step of the loop feeds: each prime's last."""
+    n = int(first_row[-1])
+    feed = np.empty(n, dtype=np.int64)
+    by_prime: dict[tuple[int, ...], list[int]] = {}
+    for j, job in enumerate(jobs):
+        rows = range(int(first_row[j]), int(first_row[j + 1]))
+        by_prime.setdefault(tuple(job.prime), []).extend(rows)
+        feed[list(rows)] = job.prime[-1]
+    if len(by_prime) == 1:
+        ((prime, _),) = by_prime.items()
+        step.reset(n)
+        for tok in prime[:-1]:
+            step.step(np.full(n, tok, dtype=np.int64), [])
+        return feed
+    h = c = None
+    for prime, rows in by_prime.items():
+        step.reset(len(rows))
+        for tok in prime[:-1]:
+            step.step(np.full(len(rows), tok, dtype=np.int64), [])
+        hp, cp = step.get_state()
+        if h is None:
+            h = np.zeros((hp.shape[0], n, hp.shape[2]), hp.dtype)
+            c = np.zeros_like(h)
+        h[:, rows], c[:, rows] = hp, cp
+    step.reset(n)
+    step.set_state(h, c)
+    return feed
+
+
+def _choose_drafts(step: Step, groups: list[list[int]], states: list[PoemState], scores: _Scores,
+                   waiting: np.ndarray, feed: np.ndarray) -> None:  # fmt: skip
     """Where every draft of a candidate has closed its couplet (or ended), keep the likeliest couplet."""
     state = None
-    for first in range(0, len(states), r_count):
-        group = list(range(first, first + r_count))
-        if not all(waiting[i] or states[i].done for i in group) or all(states[i].done for i in group):
-            if all(states[i].done for i in group):
-                waiting[group] = False
+    for group in groups:
+        if all(states[i].done for i in group):
+            waiting[group] = False
+            continue
+        if not all(waiting[i] or states[i].done for i in group):
             continue
         best = group[int(np.argmax(scores.mean(group, part=True)))]
         if state is None:
@@ -680,19 +736,27 @@ class Poet:
         the lines of a poem one did not keep: '床前明月光，□□□□□。□□□□□，□□□□□。'."""
         return self.write("template", template, Options(**options))
 
+    def write(self, mode: str, text: str, opts: Options, unconstrained: bool = False) -> list[Poem]:
+        """mode 'continue' (text: start words), 'acrostic' (heads) or 'template'."""
+        return self._decode([self.job(mode, text, opts, unconstrained)])[0]
+
     def write_batch(self, requests: list[tuple[str, str, Options]]) -> list[list[Poem] | TangpoemError]:
-        """Several requests (mode, text, options) at once: each one's poems, or the TangpoemError that
-        refused it. The poems are those `write` gives for each alone (same seed, same result)."""
+        """Several requests (mode, text, options) decoded together, as one batch: each one's poems, or
+        the TangpoemError that refused it. The poems are those `write` gives each alone (same seed,
+        same result): rows never influence each other."""
+        jobs: list[Job] = []
         out: list[list[Poem] | TangpoemError] = []
         for mode, text, opts in requests:
             try:
-                out.append(self.write(mode, text, opts))
+                jobs.append(self.job(mode, text, opts))
+                out.append([])
             except TangpoemError as err:
                 out.append(err)
-        return out
+        results = iter(self._decode(jobs))
+        return [err if isinstance(err, TangpoemError) else next(results) for err in out]
 
-    def write(self, mode: str, text: str, opts: Options, unconstrained: bool = False) -> list[Poem]:
-        """mode 'continue' (text: start words), 'acrostic' (heads) or 'template'."""
+    def job(self, mode: str, text: str, opts: Options, unconstrained: bool = False) -> Job:
+        """The decoder's job for a request, or a TangpoemError saying what in it cannot be written."""
         opts.check()
         shape = resolve_shape(opts.form, opts.line_length, opts.lines)
         prefix = self.encode(normalise(opts.prefix_words), "prefix words")
@@ -706,7 +770,7 @@ class Poet:
         elif mode == "continue":
             given = self.encode(text, "start words")
         else:
-            raise ValueError(f"unknown mode {mode!r}")
+            raise TangpoemError(f"unknown mode '{mode}': continue, acrostic or template")
         if shape.lines and shape.line_length and shape.lines * (shape.line_length + 1) > opts.max_gen_len:
             need = shape.lines * (shape.line_length + 1)
             raise TangpoemError(f"the poem needs {need} characters but --max-gen-len is {opts.max_gen_len}")
@@ -716,13 +780,26 @@ class Poet:
             raise TangpoemError("--pattern names a tone pattern: use it with --tones")
         rules = Rules(self.classes, shape, layout, rhyme, tones, opts.pattern, opts.max_gen_len, unconstrained)
         self._check_given(rules, given, text)
-        prime = [self.classes.start, *prefix]
-        per_call = max(1, MAX_ROWS // (opts.candidates * opts.drafts))
-        poems: list[Poem] = []
-        for first in range(0, opts.num_poems, per_call):
-            seeds = [opts.seed + i for i in range(first, min(opts.num_poems, first + per_call))]
-            results = decode(self.step, rules, prime, given, seeds, opts)
-            poems += [self._poem(rules, st, seed, score) for (st, score), seed in zip(results, seeds, strict=True)]
+        seeds = [opts.seed + i for i in range(opts.num_poems)]
+        return Job(rules, [self.classes.start, *prefix], given, seeds, opts)
+
+    def _decode(self, jobs: list[Job]) -> list[list[Poem]]:
+        """Decode the jobs in batches of at most MAX_ROWS rows (a large job is split by its poems)."""
+        pieces: list[tuple[int, Job]] = []  # (job index, a part of its poems)
+        for j, job in enumerate(jobs):
+            per_batch = max(1, MAX_ROWS // (job.rows // len(job.seeds)))
+            for first in range(0, len(job.seeds), per_batch):
+                pieces.append((j, replace(job, seeds=job.seeds[first : first + per_batch])))
+        poems: list[list[Poem]] = [[] for _ in jobs]
+        batch: list[tuple[int, Job]] = []
+        for piece in [*pieces, None]:
+            if batch and (piece is None or sum(p.rows for _, p in batch) + piece[1].rows > MAX_ROWS):
+                for (j, part), results in zip(batch, decode(self.step, [p for _, p in batch]), strict=True):
+                    poems[j] += [self._poem(part.rules, st, seed, score)
+                                 for (st, score), seed in zip(results, part.seeds, strict=True)]  # fmt: skip
+                batch = []
+            if piece is not None:
+                batch.append(piece)
         return poems
 
     def _heads(self, text: str, shape: Shape) -> Layout:

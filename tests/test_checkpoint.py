@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -122,3 +123,45 @@ def test_every_command_refuses_an_altered_checkpoint_in_one_line(trained, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("storage", ["float16", "int8"])
+def test_compact_checkpoints_load_as_float32_and_close(trained, tmp_path, storage):
+    from tangpoem.checkpoint import save_compact
+    from tangpoem.generate import Poet
+
+    _, path = trained
+    ckpt = load_checkpoint(path)
+    out = tmp_path / f"small.{storage}"
+    save_compact(ckpt, out, storage, {"note": "compact"})
+    back = load_checkpoint(out)
+    assert back.meta["note"] == "compact" and back.vocab == ckpt.vocab and back.model_config == ckpt.model_config
+    assert "storage" not in back.meta and set(back.weights) == set(ckpt.weights)
+    tolerance = 2e-3 if storage == "float16" else 1 / 127
+    for name, w in ckpt.weights.items():
+        got = back.weights[name]
+        assert got.dtype == np.float32 and got.shape == w.shape
+        bound = tolerance * np.abs(w).max(axis=0 if name == "linear.weight" else -1, keepdims=True)
+        assert (np.abs(got - w) <= bound + 1e-7).all(), name
+    plain_size = os.path.getsize(path)
+    assert os.path.getsize(out) < plain_size * (0.35 if storage == "int8" else 0.6)  # aliases once, fewer bytes
+    a = Poet.load(path).continue_poem("", form="五绝", temperature=0)[0].text
+    b = Poet.load(str(out)).continue_poem("", form="五绝", temperature=0)[0].text
+    assert len(a) == len(b) == 24
+
+
+def test_compact_checkpoint_with_a_missing_scale_is_refused(trained, tmp_path):
+    from safetensors.numpy import load_file
+
+    from tangpoem.checkpoint import save_compact
+
+    _, path = trained
+    out = tmp_path / "small.int8"
+    save_compact(load_checkpoint(path), out, "int8")
+    with safe_open(str(out), framework="np") as f:
+        metadata = f.metadata()
+    weights = load_file(str(out))
+    del weights["linear.weight.scale"]
+    save_file(weights, str(out), metadata=metadata)
+    with pytest.raises(TangpoemError, match="compact weights are incomplete"):
+        load_checkpoint(out)

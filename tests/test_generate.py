@@ -508,3 +508,21 @@ def test_greedy_needs_no_candidates(poet: Poet) -> None:
     (a,) = poet.continue_poem("", form="五绝", temperature=0)
     (b,) = poet.continue_poem("", form="五绝", temperature=0, candidates=4, drafts=4)
     assert a.text == b.text
+
+
+def test_write_batch_equals_each_request_alone(poet: Poet) -> None:
+    from tangpoem.generate import Options
+
+    requests = [
+        ("continue", "", Options(form="七绝", num_poems=2, seed=3)),
+        ("acrostic", "春花秋月", Options(form="五绝", tones=True, seed=4, prefix_words="欲穷千里目")),
+        ("continue", "春风abc", Options()),  # refused: not in the vocabulary
+        ("template", "□□□□□，□□□□□。□□□□□，□□□□□。", Options(candidates=2, drafts=2, seed=5)),
+        ("continue", "春风", Options(max_gen_len=40, temperature=0)),
+    ]
+    together = poet.write_batch(requests)
+    assert isinstance(together[2], TangpoemError) and "'a' (U+0061)" in str(together[2])
+    for (mode, text, opts), got in zip(requests, together, strict=True):
+        if not isinstance(got, TangpoemError):
+            assert [p.text for p in got] == [p.text for p in poet.write(mode, text, opts)]
+            assert [p.score for p in got] == pytest.approx([p.score for p in poet.write(mode, text, opts)])

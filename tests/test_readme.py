@@ -74,11 +74,15 @@ def to_argv(command: str, ckpt: str, corpus: Path) -> tuple[str, list[str]]:
     """`python -m tangpoem.X args # comment` -> ("tangpoem.X", args) with the tiny checkpoint and settings."""
     words = shlex.split(command, comments=True)
     module, args = words[2], words[3:]
-    args = [ckpt if a == "CKPT" or a.startswith("work/checkpoints/") else a for a in args]
+    args = [ckpt if a == "CKPT" or (args[i - 1] == "--model-path" and a.startswith("work/")) else a
+            for i, a in enumerate(args)]  # fmt: skip
     # every --source (the downloaded tarball, a clone) is the test corpus: absolute, so any folder works
     args = [str(corpus) if i and args[i - 1] == "--source" else a for i, a in enumerate(args)]
+    if module == "tangpoem.train" and "--model-prefix" not in args:  # one run per config, as a user's
+        config = args[args.index("-c") + 1] if "-c" in args else "default"
+        args += ["--model-prefix", f"work/checkpoints/readme-{config}"]
     if module == "tangpoem.train":
-        args += [*TINY, "--model-prefix", "work/checkpoints/readme"]
+        args += TINY
     return module, args
 
 
