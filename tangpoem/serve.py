@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from tangpoem.checkpoint import BUNDLED, BUNDLED_NAME
 from tangpoem.config import FIELDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.forms import FORMS, form_name
@@ -54,9 +55,10 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger("tangpoem.serve")
 
-# The model served when --model-path is not given. False: none ships yet, so --model-path is required.
-# Once `Poet.load(None)` loads the model shipped in the package, set this to True and that is the default.
-BUNDLED_MODEL = False
+# The model served without --model-path: the one shipped in the package ("bundled") once the package has
+# it; until then "" (--model-path is required). Set it to BUNDLED_NAME to make the bundled model the default
+# unconditionally.
+DEFAULT_MODEL = BUNDLED_NAME if BUNDLED.is_file() else ""
 
 ENV_VAR = "TANGPOEM_SERVE"  # JSON of ServeSettings, for the worker processes of --workers N
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -102,12 +104,10 @@ class ServeSettings:
             raise TangpoemError(f"${ENV_VAR} is not valid server settings ({err})") from None
 
 
-def model_to_load(path: str) -> str | None:
-    """The checkpoint to serve: --model-path, else the bundled model (None) once there is one."""
-    if path:
-        return path
-    if BUNDLED_MODEL:
-        return None
+def model_to_load(path: str) -> str:
+    """The checkpoint to serve: --model-path, else DEFAULT_MODEL."""
+    if path or DEFAULT_MODEL:
+        return path or DEFAULT_MODEL
     raise TangpoemError("no model to serve: pass --model-path CKPT (a checkpoint from `python -m tangpoem.train`)")
 
 
@@ -651,8 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from tangpoem.checkpoint import load_checkpoint
 
-        if path is not None:
-            load_checkpoint(path)  # a bad path is one line here, not a traceback in every worker
+        load_checkpoint(path)  # a bad path is one line here, not a traceback in every worker
         os.environ[ENV_VAR] = settings.to_env()
         uvicorn.run(
             "tangpoem.serve:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,

@@ -392,7 +392,8 @@ def test_cors_only_when_asked(trained_ckpt, poet):
         assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
 
 
-def test_command_line_errors_are_one_line(capsys, tmp_path):
+def test_command_line_errors_are_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("tangpoem.serve.DEFAULT_MODEL", "")  # as without a bundled model
     assert main(["--model-path", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint") and err.count("\n") == 1
