@@ -125,7 +125,10 @@
         generalBox.textContent = message;
         continue;
       }
-      $(`.err[data-for="${field}"]`).textContent = message;
+      const box = $(`.err[data-for="${field}"]`);
+      box.textContent = message;
+      const details = box.closest("details");
+      if (details) details.open = true;  // an error inside 更多 must not stay folded away
       const input = $(`#${field}`) || $(`input[name="${field}"]:checked`, controls)?.nextElementSibling;
       if (input) input.classList.add("invalid");
     }
