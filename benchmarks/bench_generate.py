@@ -37,6 +37,18 @@ from datetime import datetime, timezone
 import numpy as np
 
 PREFIX = "欲穷千里目，更上一层楼"
+CONSTRAINTS = {  # name: (temperature, options)
+    "greedy, no rules but the form": (0.0, {}),
+    "greedy, rhyme": (0.0, {"rhyme": True}),
+    "greedy, rhyme + tones": (0.0, {"rhyme": True, "tones": True}),
+    "sampled, rhyme + tones": (0.8, {"rhyme": True, "tones": True}),
+    "sampled, rhyme + tones, --candidates 4": (0.8, {"rhyme": True, "tones": True, "candidates": 4}),
+    "sampled, rhyme + tones, --drafts 4": (0.8, {"rhyme": True, "tones": True, "drafts": 4}),
+    "sampled, rhyme + tones, --candidates 4 --drafts 4": (
+        0.8,
+        {"rhyme": True, "tones": True, "candidates": 4, "drafts": 4},
+    ),
+}
 
 
 def make_checkpoint(directory: str, vocab_size: int, emb: int, hidden: int, layers: int) -> str:
@@ -75,12 +87,13 @@ def time_steps(step, batch: int, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
-def time_poem(poet, poems: int, temperature: float) -> tuple[float, float, int]:
+def time_poem(poet, poems: int, temperature: float, **options) -> tuple[float, float, int]:
     """Wall and CPU seconds per 七绝 with priming, and the number of steps one poem takes."""
-    poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=0, temperature=temperature)  # warm-up
+    options = {"rhyme": False, **options}
+    poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=0, temperature=temperature, **options)  # warm-up
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(poems):
-        (poem,) = poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=i, temperature=temperature)
+        (poem,) = poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=i, temperature=temperature, **options)
     steps = 1 + len(PREFIX) + len(poem.text) - 1  # <START> + prefix + every poem token but the last
     return (time.perf_counter() - start) / poems, (time.process_time() - cpu) / poems, steps
 
@@ -96,6 +109,10 @@ def main() -> int:
         help="PATH:THREADS, comma-separated (default: %(default)s)",
     )
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--checkpoints", nargs="*", default=[], metavar="CKPT",
+        help="also time a 七绝 on the numpy step with these checkpoints (e.g. bundled and its float32 source)",
+    )  # fmt: skip
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     steps1, steps32, poems = (50, 10, 3) if args.quick else (200, 40, 10)
@@ -136,11 +153,23 @@ def main() -> int:
             results[p]["b1"].append(wall * 1e3)
             results[p]["cpu1"].append(cpu * 1e3)
             results[p]["b32"].append(32 / time_steps(step, 32, steps32)[0])
-            seconds, cpu, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.0)
+            seconds, cpu, poem_steps = time_poem(Poet(ckpt.vocab, step, p, ckpt), poems, 0.0)
             results[p]["greedy"].append(seconds * 1e3)
             results[p]["cpu_greedy"].append(cpu * 1e3)
-            seconds, _, poem_steps = time_poem(Poet(ckpt, step, p), poems, 0.8)
+            seconds, _, poem_steps = time_poem(Poet(ckpt.vocab, step, p, ckpt), poems, 0.8)
             results[p]["sampled"].append(seconds * 1e3)
+    # What the rules and the choosing cost: the default numpy step, one thread, batch 1.
+    set_blas_threads(1)
+    rules_poet = Poet(ckpt.vocab, NumpyStep(ckpt), "numpy", ckpt)
+    variants = {name: [] for name in CONSTRAINTS}
+    for _ in range(rounds):
+        for name, (temperature, options) in CONSTRAINTS.items():
+            variants[name].append(time_poem(rules_poet, poems, temperature, **options)[0] * 1e3)
+    others = {}
+    for path in args.checkpoints:
+        other = load_checkpoint(path)
+        poet = Poet(other.vocab, NumpyStep(other), "numpy", other)
+        others[path] = [time_poem(poet, poems, 0.8, rhyme=True)[0] * 1e3 for _ in range(rounds)]
     load_after = os.getloadavg()
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -166,6 +195,13 @@ def main() -> int:
         cells.append(f"{sampled:.1f} ({best[3]:.1f})")
         print(f"{p:20} {cells[0]:>14} {cpu1:10.2f} {cells[1]:>14} {cells[2]:>16} {cpu_poem:7.1f} {cells[3]:>16}")
     print(f"(a 七绝 with <START> and a {len(PREFIX)}-character prefix is {poem_steps} steps)")
+    print("\nrules and choosing, numpy:1, batch 1: ms per 七绝, median (best)")
+    for name, times in variants.items():
+        print(f"  {name:42} {statistics.median(times):8.1f} ({min(times):.1f})")
+        summary[f"rules: {name}"] = statistics.median(times)
+    for path, times in others.items():
+        print(f"  {path:42} {statistics.median(times):8.1f} ({min(times):.1f})  sampled, rhyme")
+        summary[f"checkpoint: {path}"] = statistics.median(times)
     if args.json:
         record = {"when": when, "load": [load_before, load_after], "rounds": results, "summary": summary}
         with open(args.json, "w") as f:

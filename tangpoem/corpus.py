@@ -115,7 +115,8 @@ def _read_tarball(path: Path) -> Iterator[tuple[str, bytes]]:
             for name in _pick_tang_files(list(members), path):
                 yield name, tar.extractfile(members[name]).read()
     except tarfile.TarError as err:
-        raise TangpoemError(f"{path} is not a readable tarball ({err}); download it again") from None
+        reason = str(err).splitlines()[0].rstrip(":")  # tarfile lists every compression it tried
+        raise TangpoemError(f"{path} is not a readable tarball ({reason}); download it again") from None
 
 
 def read_poems(source: str | Path) -> Iterator[dict]:

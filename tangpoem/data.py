@@ -123,6 +123,22 @@ def atomic_write(path: str | Path, write) -> None:
             tmp.unlink()
 
 
+def writable_path(path: str | Path, what: str) -> Path:
+    """Make the folder a file will be written to, now, before any work: one clear error if it cannot be."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise TangpoemError(f"cannot write the {what} {path}: a file is in the way of its folder") from None
+    except OSError as err:
+        raise TangpoemError(f"cannot write the {what} {path}: {err.strerror or err}") from None
+    if path.is_dir():
+        raise TangpoemError(f"cannot write the {what} {path}: it is a folder; name a file")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise TangpoemError(f"cannot write the {what} {path}: its folder is not writable")
+    return path
+
+
 def save_npz(poems: PoemData, path: str | Path) -> None:
     vocab = np.array(poems.ix2word, dtype=str)
     atomic_write(
@@ -361,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print(stats_text(load_npz(args.path)))
     else:
         cfg, args = parse_config_args(parser, argv)
+        writable_path(cfg.data_path, "npz")
         source = args.source
         if source is None:
             from tangpoem.corpus import fetch_corpus

@@ -95,7 +95,6 @@ def set_threads(num_threads: int = 0) -> int:
     global _cpu_threads
     n = num_threads if num_threads > 0 else usable_cpus()
     _cpu_threads = n
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
     paddle.set_flags({"FLAGS_paddle_num_threads": n})
     try:
         paddle.base.core.set_num_threads(n)

@@ -685,8 +685,9 @@ class Poet:
         self.ckpt = ckpt
 
     @classmethod
-    def load(cls, path: str, backend: str = "numpy", inference: str = "", num_threads: int = 1) -> Poet:
-        ckpt = load_checkpoint(path)
+    def load(cls, path: str | None = None, backend: str = "numpy", inference: str = "", num_threads: int = 1) -> Poet:
+        """A checkpoint's poet; path None: the configured checkpoint (`choose_model`), else the bundled one."""
+        ckpt = load_checkpoint(path if path is not None else choose_model(Config()))
         step = make_step(ckpt, backend, inference, num_threads)
         return cls(ckpt.vocab, step, "inference" if inference else backend, ckpt)
 
@@ -840,6 +841,28 @@ class Poet:
         return Poem(text, lines, couplets, seed, st.ended, score, rhyme, pattern)
 
 
+def choose_model(cfg: Config, quiet: bool = False) -> str:
+    """The checkpoint to write with when none is named: the configured model_path if it exists, else the
+    newest checkpoint of the configured model_prefix (a model the user trained is never shadowed), else
+    the model shipped in the package, with one line saying so and how to train one's own."""
+    if Path(cfg.model_path).is_file():
+        return cfg.model_path
+    from tangpoem.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(cfg.model_prefix)
+    if latest is not None:
+        if not quiet:
+            print(f"note: {cfg.model_path} does not exist; using your newest checkpoint {latest}", file=sys.stderr)
+        return latest
+    if not quiet:
+        print(
+            f"note: no checkpoint at {cfg.model_path}; writing with the bundled model (--model-path bundled). "
+            "Train your own: python -m tangpoem.train -c cpu",
+            file=sys.stderr,
+        )
+    return "bundled"
+
+
 # ---------------------------------------------------------------- CLI
 
 SETTINGS = COMMANDS["tangpoem.generate"]
@@ -858,13 +881,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_config_args(parser, argv)
     if cfg.acrostic and cfg.template:
         raise TangpoemError("--acrostic and --template are two modes: give one")
-    poet = Poet.load(cfg.model_path, args.backend, args.inference, cfg.num_threads)
+    model = cfg.model_path if "model_path" in vars(args) else choose_model(cfg)  # a named one must exist
+    poet = Poet.load(model, args.backend, args.inference, cfg.num_threads)
     opts = Options.from_config(cfg)
     mode, text = (
         ("template", cfg.template) if cfg.template else ("acrostic" if cfg.acrostic else "continue", cfg.start_words)
     )
     poems = poet.write(mode, text, opts)
-    settings = {"mode": mode, "text": text, **asdict(opts), "model_path": cfg.model_path, "backend": poet.backend}
+    settings = {"mode": mode, "text": text, **asdict(opts), "model_path": model, "backend": poet.backend}
     for i, poem in enumerate(poems):
         if args.json:
             record = {"poem": poem.text, "lines": poem.lines, "couplets": poem.couplets, "seed": poem.seed}

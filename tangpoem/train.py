@@ -224,6 +224,22 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def machine() -> str:
+    """What this run trains on, for the checkpoint's record: CPU model and usable CPUs, GPU, Paddle."""
+    import platform
+
+    from tangpoem.device import usable_cpus
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = paddle.device.get_device()
+    return f"{cpu}, {usable_cpus()} CPUs, {device}, paddle {paddle.__version__}"
+
+
 def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return ModelConfig(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
 
@@ -348,6 +364,8 @@ class Run:
             ckpt = load_checkpoint(_resume_path(cfg))
             _check_resumable(ckpt, cfg, poems, mcfg, self.world_size)
         self.run_id = ckpt.meta.get("run", "") if ckpt else uuid.uuid4().hex[:12]
+        self.seconds_before = float(ckpt.meta.get("train_seconds", 0.0)) if ckpt else 0.0  # earlier invocations'
+        self.started = time.monotonic()
         if self.main_rank:
             _writable_folder(str(Path(cfg.model_prefix).parent), "checkpoint")
             _writable_folder(cfg.log_dir, "log")
@@ -493,6 +511,8 @@ class Run:
                 "global_step": self.global_step,
                 "world_size": self.world_size,
                 "run": self.run_id,
+                "train_seconds": round(self.seconds_before + time.monotonic() - self.started, 1),
+                "machine": machine(),
                 "config": self.cfg.to_dict(),
             }
             trainer_state = {
