@@ -19,13 +19,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tangpoem.config import ModelConfig
 from tangpoem.data import atomic_write
 from tangpoem.errors import TangpoemError
-from tangpoem.model import ModelConfig, PoetryModel
+
+if TYPE_CHECKING:
+    from tangpoem.model import PoetryModel
 
 FORMAT = "tangpoem-checkpoint"
 VERSION = 2  # the newest format this code reads: 1 float32 (save_checkpoint), 2 compact (save_compact)
@@ -104,6 +107,8 @@ class Checkpoint:
     def build_model(self) -> PoetryModel:
         """The network with these weights, in eval mode."""
         import paddle
+
+        from tangpoem.model import PoetryModel
 
         model = PoetryModel(self.model_config)
         model.set_state_dict({k: paddle.to_tensor(v) for k, v in self.weights.items()})

@@ -169,6 +169,21 @@ COMMANDS = {  # for the message that names the command a stray flag belongs to
 }
 
 
+@dataclass
+class ModelConfig:
+    """The network's shape, as a checkpoint records it (here, not in model.py, so that reading a
+    checkpoint does not import Paddle: the numpy generator and the server never need it)."""
+
+    vocab_size: int
+    embedding_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 3
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def config_dirs() -> list[Path]:
     return [d for d in (*CONFIG_DIRS, Path("configs")) if d.is_dir()]
 

@@ -6,22 +6,12 @@ before the output layer, the non-recurrent connections of Zaremba et al. (2014).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import paddle
 from paddle import nn
 
+from tangpoem.config import ModelConfig
 
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    embedding_dim: int = 256
-    hidden_dim: int = 512
-    num_layers: int = 3
-    dropout: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["ModelConfig", "PoetryModel"]
 
 
 class PoetryModel(nn.Layer):
