@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import zipfile
 from itertools import product
 from pathlib import Path
 
@@ -117,28 +116,6 @@ def test_the_script_refuses_another_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_the_table_and_its_licence(tmp_path):
-    """A non-editable wheel (built from a copy, so the checkout gets no build/ folder) holds both files."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "tangpoem", src / "tangpoem", ignore=shutil.ignore_patterns("__pycache__"))
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-w", str(tmp_path / "dist"), "-q"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    (wheel,) = (tmp_path / "dist").glob("tangpoem-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        names = set(zf.namelist())
-        assert {"tangpoem/pingshui.tsv", "tangpoem/pingshui.LICENSE", "tangpoem/prosody.py"} <= names
-        assert zf.read("tangpoem/pingshui.tsv") == (ROOT / "tangpoem" / "pingshui.tsv").read_bytes()
-        assert b"MIT License" in zf.read("tangpoem/pingshui.LICENSE")
-
-
 # ---------------------------------------------------------------- line rules
 
 
