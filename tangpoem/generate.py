@@ -705,9 +705,8 @@ class Poet:
             raise TangpoemError(f"{what}: not in the model's vocabulary: {named}; use other characters")
         return [self.classes.word2ix[ch] for ch in text]
 
-    def score(self, text: str, prefix_words: str = "") -> float:
-        """The mean log-probability per token the model gives text (after <START> and the prefix words):
-        the figure --candidates and --drafts choose by."""
+    def log_probs(self, text: str, prefix_words: str = "") -> np.ndarray:
+        """The log-probability the model gives each token of text (after <START> and the prefix words)."""
         prime = [self.classes.start, *self.encode(normalise(prefix_words), "prefix words")]
         tokens = self.encode(normalise(text), "text")
         if not tokens:
@@ -715,12 +714,16 @@ class Poet:
         self.step.reset(1)
         for tok in prime[:-1]:
             self.step.step(np.array([tok]), [])
-        total, feed = 0.0, prime[-1]
-        for tok in tokens:
-            logits = self.step.step(np.array([feed]), [0])
-            total += float(_log_probs(logits, np.array([tok]))[0])
+        out, feed = np.empty(len(tokens)), prime[-1]
+        for i, tok in enumerate(tokens):
+            out[i] = _log_probs(self.step.step(np.array([feed]), [0]), np.array([tok]))[0]
             feed = tok
-        return total / len(tokens)
+        return out
+
+    def score(self, text: str, prefix_words: str = "") -> float:
+        """The mean log-probability per token the model gives text: the figure --candidates and
+        --drafts choose by."""
+        return float(self.log_probs(text, prefix_words).mean())
 
     # -- the three modes
 
