@@ -395,10 +395,11 @@ def sample(
 ) -> np.ndarray:
     """One token per row of logits [b, V], among that row's allowed ids, drawn with that row's rng.
 
-    The draw is Gumbel-max: each sampled step takes V exponentials from the poem's own stream, one per
-    token id, and picks argmax(logit / T + Gumbel noise) over the allowed, top-k and top-p set, which
-    samples from softmax(logits / T) on that set. Why not the usual inverse CDF: a batch of rows is
-    computed by a different BLAS kernel (gemm) than one row (gemv), so logits differ in the last bit;
+    The draw is Gumbel-max: each sampled step takes one 64-bit number from the poem's own stream, makes
+    from it a uniform number per token id (`_uniforms_by_id`), and picks argmax(logit / T + Gumbel noise)
+    over the allowed, top-k and top-p set, which samples from softmax(logits / T) on that set. Why not
+    the usual inverse CDF: a batch of rows is computed by a different BLAS kernel (gemm) than one row
+    (gemv), so logits differ in the last bit;
     with an inverse CDF over a sorted, cut-off distribution such a difference moves every later
     boundary (a token entering the nucleus, two near-equal tokens swapping places) and changes the
     draw about once per thousand steps. With Gumbel-max a last-bit change only matters if it swaps
@@ -410,17 +411,14 @@ def sample(
     and a small model, greedy above all, otherwise loops on one line.
     """
     out = np.empty(len(allowed), dtype=np.int64)
-    vocab = logits.shape[1]
     for r, ids in enumerate(allowed):
         x = logits[r, ids].astype(np.float64)
         if penalty and used and used[r]:
-            seen = np.zeros(vocab, dtype=bool)
-            seen[used[r]] = True
-            x[seen[ids]] -= penalty
+            x[_positions(ids, used[r])] -= penalty
         if banned[r]:
-            keep = ~np.isin(ids, banned[r])
-            if keep.any():  # never ban the last allowed token
-                ids, x = ids[keep], x[keep]
+            drop = _positions(ids, banned[r])
+            if len(drop) and len(drop) < len(ids):  # never ban the last allowed token
+                ids, x = np.delete(ids, drop), np.delete(x, drop)
         if temperature <= 0:
             out[r] = ids[int(np.argmax(x))]
             continue
@@ -433,12 +431,34 @@ def sample(
             p /= p.sum()
             keep = _nucleus(p, top_p)
             ids, x = ids[keep], x[keep]
-        # Gumbel noise -log(E), E ~ Exp(1): always V draws, so the stream stays aligned whatever the set.
-        e = rngs[r].standard_exponential(vocab)[ids]
-        with np.errstate(divide="ignore"):
-            score = x - np.log(e)
-        out[r] = ids[int(np.argmax(score))]
+        # Gumbel noise -log(-log(U)): one draw from the stream per step, so it stays aligned whatever the set
+        u = _uniforms_by_id(int(rngs[r].integers(0, 2**63)), ids)
+        out[r] = ids[int(np.argmax(x - np.log(-np.log(u))))]
     return out
+
+
+def _positions(ids: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """Where tokens sit in the sorted ids (those that are there)."""
+    tokens = np.unique(np.asarray(tokens, dtype=ids.dtype))
+    at = np.searchsorted(ids, tokens)
+    hit = at < len(ids)
+    hit[hit] = ids[at[hit]] == tokens[hit]
+    return at[hit]
+
+
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def _uniforms_by_id(key: int, ids: np.ndarray) -> np.ndarray:
+    """Uniform numbers in (0, 1), one per token id, from one 64-bit key (splitmix64 of key + id): a token
+    gets the same number whatever else is allowed, and only the tokens in play cost anything (drawing
+    one number per vocabulary entry took longer than the rest of a sampled step)."""
+    with np.errstate(over="ignore"):
+        z = (ids.astype(np.uint64) + np.uint64(key)) * _MIX[0]
+        z = (z ^ (z >> np.uint64(30))) * _MIX[1]
+        z = (z ^ (z >> np.uint64(27))) * _MIX[2]
+        z ^= z >> np.uint64(31)
+    return ((z >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
 
 
 def _nucleus(p: np.ndarray, top_p: float) -> np.ndarray:
