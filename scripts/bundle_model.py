@@ -12,7 +12,6 @@ comes from), the vocabulary size and the held-out figures of the float32 and the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tangpoem.checkpoint import BUNDLED, load_checkpoint, save_compact  # noqa: E402
-from tangpoem.corpus import TARBALL_SHA256  # noqa: E402
+from tangpoem.corpus import TARBALL_SHA256, sha256_of  # noqa: E402
 from tangpoem.data import load_npz  # noqa: E402
 from tangpoem.device import setup_device  # noqa: E402
 from tangpoem.errors import TangpoemError, cli_main  # noqa: E402
@@ -29,14 +28,6 @@ from tangpoem.evaluate import heldout_batches, heldout_loss  # noqa: E402
 
 MAX_BYTES = 16 * 1024 * 1024
 MAX_LOSS_RISE = 0.01  # nats/char the int8 weights may lose against float32 on the held-out split
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def heldout(path: str, poems) -> float:
@@ -75,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": ckpt.meta.get("epoch"),
             "minutes": round(float(ckpt.meta.get("train_seconds", 0)) / 60, 1),
             "machine": ckpt.meta.get("machine", ""),
-            "corpus": {"npz_sha256": sha256(args.data_path), "npm_tarball_sha256": TARBALL_SHA256},
+            "corpus": {"npz_sha256": sha256_of(Path(args.data_path)), "npm_tarball_sha256": TARBALL_SHA256},
             "vocab_size": len(ckpt.vocab),
             "heldout_float32": round(full, 4),
             "source_checkpoint": Path(args.checkpoint).name,

@@ -50,6 +50,20 @@ def tang_npz(built_corpus) -> Path:
     return built_corpus[1]
 
 
+@pytest.fixture(scope="session")
+def trained_ckpt(tang_npz, tmp_path_factory) -> str:
+    """A small model trained 20 steps on the real corpus: the real vocabulary, weights that are not random."""
+    from tangpoem.config import Config
+    from tangpoem.train import train
+
+    prefix = tmp_path_factory.mktemp("trained") / "model"
+    cfg = Config(
+        data_path=str(tang_npz), embedding_dim=32, hidden_dim=64, num_layers=1, batch_size=32, max_steps=20,
+        model_prefix=str(prefix), use_gpu=False, plot_every=10**9,
+    )  # fmt: skip
+    return train(cfg)
+
+
 def write_corpus(directory: Path, poems: list[list[str]], name: str = "poet.tang.0.json") -> Path:
     """A chinese-poetry style file: each poem a list of paragraphs."""
     directory.mkdir(parents=True, exist_ok=True)

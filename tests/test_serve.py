@@ -47,19 +47,6 @@ README = ROOT / "README.md"
 
 
 @pytest.fixture(scope="module")
-def trained_ckpt(tang_npz, tmp_path_factory) -> str:
-    train = pytest.importorskip("tangpoem.train")
-    from tangpoem.config import Config
-
-    prefix = tmp_path_factory.mktemp("serve-model") / "model"
-    cfg = Config(
-        data_path=str(tang_npz), embedding_dim=32, hidden_dim=64, num_layers=1, batch_size=32, max_steps=20,
-        model_prefix=str(prefix), use_gpu=False, plot_every=10**9,
-    )  # fmt: skip
-    return train.train(cfg)
-
-
-@pytest.fixture(scope="module")
 def poet(trained_ckpt) -> Poet:
     return Poet.load(trained_ckpt)
 
