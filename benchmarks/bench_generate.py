@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -202,6 +203,7 @@ def main() -> int:
     for path, times in others.items():
         print(f"  {path:42} {statistics.median(times):8.1f} ({min(times):.1f})  sampled, rhyme")
         summary[f"checkpoint: {path}"] = statistics.median(times)
+    shutil.rmtree(tmp, ignore_errors=True)  # the random checkpoint and its export
     if args.json:
         record = {"when": when, "load": [load_before, load_after], "rounds": results, "summary": summary}
         with open(args.json, "w") as f:

@@ -12,6 +12,7 @@ comes from), the vocabulary size and the held-out figures of the float32 and the
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "source_checkpoint": Path(args.checkpoint).name,
         }
     }
-    tmp = Path(args.out).with_name(".candidate.safetensors")
+    tmp = Path(args.out).with_name(f".candidate-{os.getpid()}.safetensors")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     try:
         for storage in ("int8", "float16") if args.storage == "auto" else (args.storage,):

@@ -133,6 +133,8 @@ def save_checkpoint(
         tmp = path.with_name(f".{path.name}{TRAINER_SUFFIX}.tmp{os.getpid()}")
         try:
             paddle.save(trainer_state, str(tmp))
+            with open(tmp, "rb+") as f:  # on disk before the rename, as atomic_write does for the weights
+                os.fsync(f.fileno())
             os.replace(tmp, str(path) + TRAINER_SUFFIX)
         finally:
             if tmp.exists():
@@ -215,8 +217,8 @@ def save_compact(ckpt: Checkpoint, path: str | Path, storage: str, meta: dict[st
     """Write ckpt's weights compactly (see compact_weights) with its metadata and `meta` (no trainer state)."""
     from safetensors.numpy import save
 
-    header = {"format": FORMAT, "version": VERSION, "model": ckpt.model_config.to_dict(), "vocab": ckpt.vocab,
-              **ckpt.meta, **(meta or {}), "storage": storage}  # fmt: skip
+    header = {**ckpt.meta, **(meta or {}), "format": FORMAT, "version": VERSION, "model": ckpt.model_config.to_dict(),
+              "vocab": ckpt.vocab, "storage": storage}  # fmt: skip
     blob = save(compact_weights(ckpt.weights, storage), metadata={"tangpoem": json.dumps(header, ensure_ascii=False)})
     atomic_write(path, lambda f: f.write(blob))
 
@@ -253,8 +255,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise TangpoemError(f"{path} is a safetensors file but not a tangpoem checkpoint")
-    if header.get("version", 0) > VERSION:
-        raise TangpoemError(f"{path} was written by a newer tangpoem (format {header['version']}); upgrade tangpoem")
+    version = header.pop("version", 0)
+    header.pop("format")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TangpoemError(f"{path}: its format version {version!r} is not a number; the file was edited")
+    if version > VERSION:
+        raise TangpoemError(f"{path} was written by a newer tangpoem (format {version}); upgrade tangpoem")
     try:
         config = ModelConfig(**header.pop("model"))
         vocab = list(header.pop("vocab"))
@@ -276,7 +282,15 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
     state_path = str(path) + TRAINER_SUFFIX
     if not os.path.isfile(state_path):
         raise TangpoemError(f"{state_path} not found: {path} cannot be resumed (it has weights only)")
-    return paddle.load(state_path)
+    try:
+        state = paddle.load(state_path)
+    except Exception as err:  # a truncated or foreign pickle: the file's fault, not ours
+        raise TangpoemError(
+            f"{state_path} cannot be read ({type(err).__name__}); resume from an earlier checkpoint, or start over"
+        ) from None
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise TangpoemError(f"{state_path} is not a tangpoem trainer state; resume from another checkpoint")
+    return state
 
 
 def prefix_checkpoints(model_prefix: str) -> list[tuple[str, dict[str, Any]]]:
@@ -298,6 +312,15 @@ def prefix_checkpoints(model_prefix: str) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(meta, dict) and meta.get("format") == FORMAT:
             found.append((str(candidate), meta))
     return found
+
+
+def folder_checkpoints(folder: str | Path) -> list[str]:
+    """Every checkpoint of ours in a folder, whatever its prefix."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = {p.name.split(".")[0] for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    return [path for name in sorted(names) for path, _ in prefix_checkpoints(str(folder / name))]
 
 
 def latest_checkpoint(model_prefix: str) -> str | None:

@@ -55,7 +55,10 @@ class Config:
     model_path: str = _f("work/checkpoints/model.params.50", "checkpoint to generate/evaluate with")
     prefix_words: str = _f("欲穷千里目,更上一层楼", "words that set the mood; fed first, never printed")
     start_words: str = _f("老夫聊发少年狂,", "opening words (continuation) or head characters (acrostic)")
-    model_prefix: str = _f("work/checkpoints/model.params", "checkpoints are written as PREFIX.EPOCH")
+    model_prefix: str = _f(
+        "work/checkpoints/model.params",
+        "checkpoints are PREFIX.N after epoch N and PREFIX.stepS when stopped at step S",
+    )
     embedding_dim: int = _f(256, "character embedding size", 1, 65_536)
     hidden_dim: int = _f(512, "LSTM hidden size", 1, 65_536)
 
@@ -84,7 +87,7 @@ class Config:
     max_steps: int = _f(0, "stop after this many optimizer steps, with a checkpoint (0: no limit)", 0, BIG)
     max_minutes: float = _f(0.0, "stop after this many minutes, with a checkpoint (0: no limit)", 0, 1e7)
     resume: str = _f("", "'latest' or a checkpoint path to continue training from")
-    eval_batches: int = _f(20, "held-out batches used for the loss logged during training (0: all)", 0, BIG)
+    eval_batches: int = _f(20, "held-out poems for the logged loss: this many batches' worth (0: all)", 0, BIG)
     log_dir: str = _f("work/logs", "VisualDL log directory")
 
     # --- generation ---
@@ -112,7 +115,8 @@ class Config:
 FIELDS = {f.name: f for f in fields(Config)}
 FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()}
 
-# The settings each command takes: each command's module lists its own (train.SETTINGS, ...)
+# The settings each command takes, in one table: a command's module reads its row (train.SETTINGS, ...),
+# and a flag of another command is refused with the name of the commands whose rows hold it
 MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout")
 GENERATION = (
     "model_path", "prefix_words", "start_words", "acrostic", "template", "form", "line_length", "lines",
@@ -166,6 +170,7 @@ COMMANDS = {  # for the message that names the command a stray flag belongs to
         "max_gen_len",
     ),  # fmt: skip
     "tangpoem.export": ("model_path", "num_threads"),
+    "tangpoem.serve": ("model_path", "num_threads"),
 }
 
 
@@ -279,7 +284,8 @@ def add_config_args(
         f = FIELDS[name]
         flag = "--" + name.replace("_", "-")
         default = (defaults or {}).get(name, f.default)
-        helptext = f"{f.metadata['help']} (default: {default})"
+        shown = "" if default is None else f" (default: {default})"  # None: the help says what decides
+        helptext = f"{f.metadata['help']}{shown}"
         if FIELD_TYPES[name] == "bool":
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=helptext

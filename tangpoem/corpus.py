@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zlib
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -117,6 +118,8 @@ def _read_tarball(path: Path) -> Iterator[tuple[str, bytes]]:
     except tarfile.TarError as err:
         reason = str(err).splitlines()[0].rstrip(":")  # tarfile lists every compression it tried
         raise TangpoemError(f"{path} is not a readable tarball ({reason}); download it again") from None
+    except (EOFError, zlib.error, OSError) as err:  # cut short, or corrupt inside the compression
+        raise TangpoemError(f"{path} is truncated or damaged ({err}); download it again") from None
 
 
 def read_poems(source: str | Path) -> Iterator[dict]:

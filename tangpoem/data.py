@@ -22,9 +22,12 @@ import re
 import sys
 import time
 import zipfile
+import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -78,7 +81,7 @@ class PoemData:
     def maxlen(self) -> int:
         return self.data.shape[1]
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: np.ndarray | list[int]) -> str:
         """The poem in a row: specials dropped."""
         skip = {self.pad_id, self.start_id, self.eop_id}
         return "".join(self.ix2word[i] for i in np.asarray(ids).tolist() if i not in skip)
@@ -107,7 +110,7 @@ def make_vocabulary(texts: list[str]) -> list[str]:
     return sorted(counts, key=lambda ch: (-counts[ch], ch)) + list(SPECIALS)
 
 
-def atomic_write(path: str | Path, write) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call write(file) on a temporary file beside path, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,9 +258,22 @@ def _classic_vocabulary(path: str, archive: zipfile.ZipFile) -> list[str]:
     return vocab
 
 
+def _array(npz, key: str, path: str) -> np.ndarray:
+    """One array of the npz; a TangpoemError when it is damaged or holds objects (pickles) where numbers belong."""
+    try:
+        value = npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise TangpoemError(f"{path}: its '{key}' cannot be read ({err}); rebuild the file") from None
+    if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+        raise TangpoemError(f"{path}: '{key}' holds {value.dtype}, not numbers; rebuild the file")
+    return value
+
+
 def load_npz(path: str | Path) -> PoemData:
     """Read our npz or a classic tang.npz; one clear TangpoemError for anything else."""
     path = str(path)
+    if os.path.isdir(path):
+        raise TangpoemError(f"data file {path} is a folder; give the npz file (e.g. work/tang_poem.npz)")
     if not os.path.isfile(path):
         raise TangpoemError(f"data file {path} not found; build it with `python -m tangpoem.data build --out {path}`")
     try:
@@ -271,7 +287,7 @@ def load_npz(path: str | Path) -> PoemData:
         missing = [k for k in ("data", "word2ix", "ix2word") if k not in npz.files]
         if missing:
             raise TangpoemError(f"{path} lacks {', '.join(missing)}: not a Tang poem npz")
-        data = npz["data"]
+        data = _array(npz, "data", path)
         if data.ndim != 2 or not np.issubdtype(data.dtype, np.integer):
             raise TangpoemError(f"{path}: 'data' must be a 2-D integer array, got {data.dtype} {data.shape}")
         try:
@@ -284,8 +300,8 @@ def load_npz(path: str | Path) -> PoemData:
             with zipfile.ZipFile(path) as archive:
                 ix2word = _classic_vocabulary(path, archive)
             classic = True
-        heldout = npz["heldout"].astype(bool) if "heldout" in npz.files else None
-        lengths = npz["lengths"].astype(np.int32) if "lengths" in npz.files else None
+        heldout = _array(npz, "heldout", path).astype(bool) if "heldout" in npz.files else None
+        lengths = _array(npz, "lengths", path).astype(np.int32) if "lengths" in npz.files else None
     missing_specials = [s for s in SPECIALS if s not in ix2word]
     if missing_specials:
         raise TangpoemError(f"{path}: the vocabulary lacks {', '.join(missing_specials)}")
@@ -329,6 +345,8 @@ def poem_form(text: str) -> str:
 def stats_text(poems: PoemData) -> str:
     chars = poems.lengths - 2
     n = len(poems.data)
+    if n == 0:
+        return f"file        {poems.path}\npoems       0 (the file holds no poems)"
     forms = Counter(poem_form(t) for t in poems.texts())
     pct = np.percentile(chars, [5, 25, 50, 75, 95, 99]).round().astype(int)
     lines = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import paddle
 
@@ -89,7 +91,7 @@ class PoemBatchSampler(paddle.io.BatchSampler):
         return n // self.world_size if self.world_size > 1 else n
 
 
-def collate_trimmed(pad_id: int):
+def collate_trimmed(pad_id: int) -> Callable[[list], tuple[np.ndarray, np.ndarray]]:
     """Stack (input, target) pairs and drop the leading columns that are padding in every row."""
 
     def collate(batch):
@@ -126,6 +128,6 @@ def make_loader(
     return loader, sampler
 
 
-def target_mask(targets, pad_id: int, start_id: int):
+def target_mask(targets: paddle.Tensor | np.ndarray, pad_id: int, start_id: int) -> paddle.Tensor | np.ndarray:
     """Positions that count: not padding, and not the </s> -> <START> step the padding creates."""
     return (targets != pad_id) & (targets != start_id)

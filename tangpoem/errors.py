@@ -39,9 +39,10 @@ def cli_main(main: Callable[[list[str] | None], int | None]) -> Callable[[list[s
         except OSError as err:
             # a file the user named could not be read or written (permissions, a full disk, a folder
             # where a file was expected): the commands check the usual cases themselves; this is the net
-            if debug or err.filename is None:
+            if debug:
                 raise
-            print(f"error: cannot use {err.filename}: {err.strerror or err}", file=sys.stderr)
+            where = f"cannot use {err.filename}: " if err.filename else ""
+            print(f"error: {where}{err.strerror or err}", file=sys.stderr)
             return 2
 
     return wrapper

@@ -34,6 +34,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import paddle
@@ -47,6 +48,9 @@ from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.loss import sequence_loss
 from tangpoem.model import PoetryModel
 from tangpoem.prosody import RULES, check_poem
+
+if TYPE_CHECKING:
+    from tangpoem.generate import Poet
 
 EVAL_BATCH_SIZE = 128  # the masked mean does not depend on it; large batches are just faster
 LINE = re.compile(r"([^，。！？；]+)([，。！？；])")
@@ -271,7 +275,7 @@ def figure_columns(texts: list[str], label: str, train_lines: frozenset[str]) ->
 SETTINGS = COMMANDS["tangpoem.evaluate"]
 
 
-def generated_poems(poet, cfg: Config, per_form: int) -> list[str]:
+def generated_poems(poet: Poet, cfg: Config, per_form: int) -> list[str]:
     """per_form poems in each of the four forms, written by the generator with the command's settings."""
     from tangpoem.generate import Options
 
@@ -304,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         report["poems_file"] = args.poems
         columns = figure_columns(texts, "poems", train)
     else:
-        ckpt = load_checkpoint(cfg.model_path)
+        from tangpoem.generate import choose_model
+
+        ckpt = load_checkpoint(cfg.model_path if "model_path" in vars(args) else choose_model(cfg))
         if ckpt.vocab != poems.ix2word:
             raise TangpoemError(
                 f"{ckpt.path} has a vocabulary of {len(ckpt.vocab):,} that differs from {cfg.data_path}'s "
@@ -342,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.per_form > 0:
             from tangpoem.generate import Options, Poet, make_step
 
-            poet = Poet(ckpt.vocab, make_step(ckpt, num_threads=1), ckpt=ckpt)  # numpy: fastest at small batches
+            poet = Poet(ckpt.vocab, make_step(ckpt, num_threads=cfg.num_threads), ckpt=ckpt)
             texts = generated_poems(poet, cfg, args.per_form)
             report["generated"] = texts
             report["settings"] = {k: v for k, v in asdict(Options.from_config(cfg)).items() if k != "form"}

@@ -7,8 +7,8 @@ writes `PATH.json` + `PATH.pdiparams` (Paddle 3.x; `PATH.pdmodel` with Paddle 2.
 `paddle.jit.save`, and `PATH.meta.json` naming the model's shape and a hash of its vocabulary: the
 exported files hold no vocabulary, so the generator (`generate.InferenceStep`) still reads it from
 the checkpoint and refuses a checkpoint whose vocabulary is not the one the step was exported with.
-The files are saved under a temporary name in the same folder and renamed, so an earlier export at
-PATH stays whole until the new one is complete.
+The files are saved in a temporary folder beside PATH and renamed into place, the meta file last: an
+export cut short leaves no meta, and the generator refuses a step without one.
 """
 
 from __future__ import annotations
@@ -64,6 +64,11 @@ def export_step(ckpt: Checkpoint, out: str) -> list[str]:
         files = exported_files(os.path.join(tmp, "step"))
         if files is None:
             raise TangpoemError(f"paddle.jit.save did not write {out}.json/.pdmodel and {out}.pdiparams")
+        # The meta file goes first and comes back last: a step is only used with its meta, so an export
+        # interrupted halfway is refused ("export the step again"), never run with another's weights.
+        Path(out + ".meta.json").unlink(missing_ok=True)
+        for stale in (".json", ".pdmodel"):  # a program of the other Paddle version must not stay beside
+            Path(out + stale).unlink(missing_ok=True)
         written = []
         for path in files:
             final = out + Path(path).suffix

@@ -39,7 +39,7 @@ def use_fast_lstm(t: paddle.Tensor) -> bool:
     return t.place.is_cpu_place()
 
 
-def native_kernels(t: paddle.Tensor):
+def native_kernels(t: paddle.Tensor) -> ctypes.CDLL | None:
     """The compiled kernels if float tensor t should use them (CPU, float32, built), else None."""
     if not (USE_NATIVE and use_fast_lstm(t) and t.dtype == paddle.float32):
         return None
@@ -118,7 +118,7 @@ class _LSTMLayer(PyLayer):
         return dx, dw_ih, dw_hh, db, db.clone()  # two tensors: the gradient reducers work in place
 
 
-def lstm_forward(x: paddle.Tensor, lstm: paddle.nn.LSTM, dropout: float = 0.0, training: bool = True):
+def lstm_forward(x: paddle.Tensor, lstm: paddle.nn.LSTM, dropout: float = 0.0, training: bool = True) -> paddle.Tensor:
     """A (unidirectional) `nn.LSTM` stack from zero states with its own parameters, on the native
     kernels (`native_kernels(x)` must not be None); x [T, B, I] time-major -> [T, B, H]."""
     for layer in range(lstm.num_layers):

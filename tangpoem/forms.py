@@ -233,8 +233,6 @@ def parse_template(text: str, classes: VocabClasses) -> Layout:
     length = lengths.pop()
     if not 2 <= length <= MAX_GIVEN_LINE:
         raise TangpoemError(f"the template's lines have {length} characters; lines must have 2 to {MAX_GIVEN_LINE}")
-    if len(lines) % 2:
-        raise TangpoemError(f"the template has {len(lines)} lines; a poem has couplets (an even number of lines)")
     fixed: dict[tuple[int, int], int] = {}
     for i, ln in enumerate(lines):
         end = ln[-1]
@@ -340,12 +338,8 @@ class Rules:
         lines = self.lines or 2 * (self.max_len // (2 * (min(self.first_lengths) + 1)) + 1)
         found = []
         for length in self.first_lengths:
-            for p in prosody.poem_patterns(length, lines):
-                if not name or p.name == name.strip():
-                    found.append((p.name, length, p.admitted))
-        if not found:
-            known = ", ".join(prosody.PATTERN_NAMES)
-            raise TangpoemError(f"unknown tone pattern '{name}'; known patterns: {known}")
+            chosen = [prosody.pattern(length, lines, name)] if name else prosody.poem_patterns(length, lines)
+            found += [(p.name, length, p.admitted) for p in chosen]
         return found
 
     def _where(self, line: int, pos: int) -> str:

@@ -37,7 +37,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from tangpoem.forms import (
     resolve_shape,
     vocab_classes,
 )
+
+if TYPE_CHECKING:  # the numpy generator never imports Paddle
+    from tangpoem.model import PoetryModel
 
 ASCII_PUNCT = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："})
 BACKENDS = ("numpy", "eager")
@@ -252,7 +255,7 @@ class NumpyStep:
 class EagerStep:
     """The Paddle model itself, one token per call, under no_grad (also: a model being trained)."""
 
-    def __init__(self, model):
+    def __init__(self, model: PoetryModel):
         import paddle
 
         self.paddle = paddle
@@ -712,7 +715,7 @@ class Poet:
         return cls(ckpt.vocab, step, "inference" if inference else backend, ckpt)
 
     @classmethod
-    def from_model(cls, model, vocab: list[str]) -> Poet:
+    def from_model(cls, model: PoetryModel, vocab: list[str]) -> Poet:
         """A Poet on a live Paddle model (the trainer's samples), through the same decoder."""
         return cls(vocab, EagerStep(model), "eager")
 
@@ -843,6 +846,8 @@ class Poet:
         """Start words are forced, not sampled: they must already obey the rules, or we say where not."""
         st = rules.new_state()
         for i, token in enumerate(given):
+            if st.done and st.ended == "max_gen_len":
+                raise TangpoemError(f"--max-gen-len {rules.max_len} is shorter than the start words '{words}'")
             if st.done:
                 raise TangpoemError(f"the start words '{words}' go on after the poem's last line ('{words[i:]}')")
             why = rules.check(st, token)
@@ -866,13 +871,17 @@ class Poet:
 
 def choose_model(cfg: Config, quiet: bool = False) -> str:
     """The checkpoint to write with when none is named: the configured model_path if it exists, else the
-    newest checkpoint of the configured model_prefix (a model the user trained is never shadowed), else
-    the model shipped in the package, with one line saying so and how to train one's own."""
+    newest checkpoint of the configured model_prefix, else the newest of any prefix in its folder
+    (work/checkpoints: a model the user trained, with whatever config, is never shadowed), else the model
+    shipped in the package, with one line saying so and how to train one's own."""
     if Path(cfg.model_path).is_file():
         return cfg.model_path
-    from tangpoem.checkpoint import latest_checkpoint
+    from tangpoem.checkpoint import folder_checkpoints, latest_checkpoint
 
     latest = latest_checkpoint(cfg.model_prefix)
+    if latest is None:
+        found = folder_checkpoints(Path(cfg.model_prefix).parent)
+        latest = max(found, key=lambda p: Path(p).stat().st_mtime) if found else None
     if latest is not None:
         if not quiet:
             print(f"note: {cfg.model_path} does not exist; using your newest checkpoint {latest}", file=sys.stderr)
@@ -904,6 +913,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_config_args(parser, argv)
     if cfg.acrostic and cfg.template:
         raise TangpoemError("--acrostic and --template are two modes: give one")
+    shaped = cfg.form or cfg.line_length or cfg.lines or cfg.acrostic
+    if shaped and "start_words" not in vars(args) and cfg.start_words == Config.start_words:
+        # the tutorial's start words (a 7-character line) are its default continuation, not a fit for every
+        # form, nor acrostic heads: with a shape asked for and none given, the model begins (or, for an
+        # acrostic, asks for the heads)
+        cfg.start_words = ""
     model = cfg.model_path if "model_path" in vars(args) else choose_model(cfg)  # a named one must exist
     poet = Poet.load(model, args.backend, args.inference, cfg.num_threads)
     opts = Options.from_config(cfg)

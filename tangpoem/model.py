@@ -29,9 +29,11 @@ class PoetryModel(nn.Layer):
         self.dropout = nn.Dropout(config.dropout)
         self.linear = nn.Linear(config.hidden_dim, config.vocab_size)
 
-    def forward(self, input, hidden=None):
-        batch_size, seq_len = input.shape
-        embeds = self.embeddings(input)  # [batch, seq_len, embedding_dim]; nn.LSTM is batch-first
+    def forward(
+        self, ids: paddle.Tensor, hidden: tuple[paddle.Tensor, paddle.Tensor] | None = None
+    ) -> tuple[paddle.Tensor, tuple[paddle.Tensor, paddle.Tensor]]:
+        batch_size, seq_len = ids.shape
+        embeds = self.embeddings(ids)  # [batch, seq_len, embedding_dim]; nn.LSTM is batch-first
         output, hidden = self.lstm(embeds, hidden)
         output = self.dropout(output)
         logits = self.linear(output.reshape([batch_size * seq_len, self.config.hidden_dim]))

@@ -22,10 +22,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tangpoem.errors import TangpoemError
+
+if TYPE_CHECKING:
+    import paddle
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-fopenmp"]
@@ -94,9 +98,11 @@ def _private_cache_dir() -> Path:
 
 
 def _remove_other_libraries(keep: Path) -> None:
-    """Libraries of other keys (older sources, Paddle wheels, CPUs) are never loaded again: delete them.
+    """Libraries built for the same Paddle wheel folder and CPU from another source or flags are never
+    loaded again: delete them. Those of other environments (another venv's wheel) stay: they are in use.
     A process that has one loaded keeps its mapping."""
-    for old in keep.parent.glob("kernels-*.so"):
+    wheel = keep.name.split("-")[1]
+    for old in keep.parent.glob(f"kernels-{wheel}-*.so"):
         if old != keep:
             try:
                 old.unlink()
@@ -124,9 +130,11 @@ def _unavailable(reason: str) -> None:
 
 
 def library_path(libs: Path) -> Path:
-    """Where the kernels built against the wheel's library folder `libs` are cached."""
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(CFLAGS).encode(), bytes(libs), _cpu_id().encode()]))
-    return cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    """Where the kernels built against the wheel's library folder `libs` are cached:
+    kernels-{the wheel folder and CPU}-{the source and flags}.so."""
+    wheel = hashlib.sha256(b"\0".join([bytes(libs), _cpu_id().encode()])).hexdigest()[:8]
+    source = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(CFLAGS).encode()])).hexdigest()[:12]
+    return cache_dir() / f"kernels-{wheel}-{source}.so"
 
 
 @functools.cache
@@ -146,11 +154,17 @@ def kernels() -> ctypes.CDLL | None:
     path = library_path(libs)
     try:
         _private_cache_dir()
-        if not path.exists():
-            _build(libs, path)
-            _remove_other_libraries(path)
-        _check_private(path, "library")
-        lib = ctypes.CDLL(str(path))
+        for attempt in range(2):  # another process may remove a stale library between exists() and loading it
+            try:
+                if not path.exists():
+                    _build(libs, path)
+                    _remove_other_libraries(path)
+                _check_private(path, "library")
+                lib = ctypes.CDLL(str(path))
+                break
+            except FileNotFoundError:
+                if attempt:
+                    raise
     except (OSError, subprocess.CalledProcessError, UnsafeCache) as e:
         stderr = getattr(e, "stderr", None)
         return _unavailable(stderr.decode(errors="replace").strip().splitlines()[-1] if stderr else str(e))
@@ -160,7 +174,7 @@ def kernels() -> ctypes.CDLL | None:
     return lib
 
 
-def check(status: int, labels=None, vocab: int = 0) -> None:
+def check(status: int, labels: np.ndarray | paddle.Tensor | None = None, vocab: int = 0) -> None:
     """Raise for a kernel's failure status: a clear error instead of a wrong result or a crash."""
     if status == OK:
         return

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tangpoem.checkpoint import BUNDLED, BUNDLED_NAME
-from tangpoem.config import FIELDS, ArgumentParser, add_config_args, parse_config_args
+from tangpoem.config import COMMANDS, FIELDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.forms import FORMS, form_name
 from tangpoem.generate import MAX_ROWS, Options, Poem, Poet
@@ -51,7 +51,11 @@ try:  # the `serve` extra: pip install 'tangpoem[serve]'
     from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as err:  # pragma: no cover - depends on the environment
-    raise TangpoemError(f"the server needs FastAPI ({err}); install it with: pip install 'tangpoem[serve]'") from None
+    _missing = f"the server needs FastAPI and uvicorn ({err}); install them with: pip install 'tangpoem[serve]'"
+    if __name__ == "__main__":  # `python -m tangpoem.serve`: one line, not an import traceback
+        print(f"error: {_missing}", file=sys.stderr)
+        sys.exit(2)
+    raise TangpoemError(_missing) from None
 
 log = logging.getLogger("tangpoem.serve")
 
@@ -474,13 +478,25 @@ class BodyLimit:
 # ---------------------------------------------------------------- the app
 
 
+# What /api/health tells about the model: its shape and training record, not the machine's paths
+HEALTH_META = ("epoch", "global_step", "train_seconds", "bundled")
+HEALTH_RECIPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "batch_size", "lr", "lr_schedule",
+                 "warmup_steps", "min_lr", "max_steps", "epoch", "seed")  # fmt: skip
+
+
 def model_info(poet: Poet) -> dict[str, Any]:
     ckpt = poet.ckpt
     if ckpt is None:
         return {"vocab_size": len(poet.vocab)}
-    info: dict[str, Any] = {"path": ckpt.path, **ckpt.model_config.to_dict()}
+    info: dict[str, Any] = {"name": Path(ckpt.path).name, **ckpt.model_config.to_dict()}
     info["steps"] = ckpt.meta.get("global_step")
-    info["meta"] = ckpt.meta
+    meta = {k: ckpt.meta[k] for k in HEALTH_META if k in ckpt.meta}
+    if isinstance(meta.get("bundled"), dict):  # the shipped model's record, its recipe without paths
+        meta["bundled"] = {k: v for k, v in meta["bundled"].items() if k not in ("recipe", "source_checkpoint")}
+    config = ckpt.meta.get("config")
+    if isinstance(config, dict):
+        meta["config"] = {k: config[k] for k in HEALTH_RECIPE if k in config}
+    info["meta"] = meta
     return info
 
 
@@ -609,7 +625,7 @@ def host_warning(host: str) -> str | None:
     )
 
 
-SETTINGS = ("model_path", "num_threads")
+SETTINGS = COMMANDS["tangpoem.serve"]
 DEFAULTS = {"model_path": "", "num_threads": 1}
 
 

@@ -54,6 +54,7 @@ import re  # noqa: E402
 import signal  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager, nullcontext  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
@@ -110,7 +111,7 @@ class _LossLayer(paddle.nn.Layer):
         self.mask_padding = mask_padding
         self.pad_id, self.start_id = pad_id, start_id
 
-    def forward(self, inputs, targets):
+    def forward(self, inputs: paddle.Tensor, targets: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
         mask = target_mask(targets, self.pad_id, self.start_id) if self.mask_padding else None
         loss, count = sequence_loss(self.model, inputs, targets, mask)
         return loss, paddle.to_tensor(count)
@@ -411,7 +412,7 @@ class Run:
 
     # -- the named steps of the loop
 
-    def batches(self):
+    def batches(self) -> Iterator[tuple[paddle.Tensor, paddle.Tensor]]:
         """This epoch's batches from where it stopped, with a progress bar."""
         from tqdm import tqdm
 
@@ -424,7 +425,7 @@ class Run:
         self.tick, self.tick_tokens = time.monotonic(), 0
         yield from self.loader
 
-    def train_step(self, inputs, targets) -> None:
+    def train_step(self, inputs: paddle.Tensor, targets: paddle.Tensor) -> None:
         """Forward, backward, clip, learning rate, optimizer step; counters and progress bar."""
         cfg, scaler = self.cfg, self.scaler
         seed_step(cfg.seed, self.rank, self.global_step)

@@ -52,7 +52,7 @@ CASES = [  # (command, arguments with {placeholders}, what the line must say)
     ("data", "build --source {corpus} -c {unknown_toml}", "unknown setting(s) batch_sise"),
     ("data", "build --source {corpus} --lr 1", "--lr is a setting of tangpoem.train"),
     ("data", "stats {root}/missing.npz", "not found"),
-    ("data", "stats {folder}", "not found"),
+    ("data", "stats {folder}", "is a folder"),
     ("data", "stats {empty}", "is not an npz file"),
     ("data", "stats {truncated_npz}", "is not an npz file"),
     ("data", "stats {picture_png}", "is not an npz file"),

@@ -67,11 +67,14 @@ def test_cache_is_private_and_keeps_only_the_current_library(cache, capsys):
     built = native.library_path(native._paddle_libs())
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     assert stat.S_IMODE(built.stat().st_mode) & 0o077 == 0
-    # a library of another key (an older kernels.c or Paddle wheel) goes when a new one is built
-    built.rename(cache / "kernels-0123456789abcdef.so")
+    # a library of an older kernels.c for the same wheel goes when a new one is built; another
+    # environment's (another venv's Paddle wheel) stays: it may be in use
+    wheel = built.name.split("-")[1]
+    built.rename(cache / f"kernels-{wheel}-0123456789ab.so")
+    (cache / "kernels-feedbeef-0123456789ab.so").write_bytes(b"another venv's")
     native.kernels.cache_clear()
     assert native.kernels() is not None
-    assert sorted(p.name for p in cache.iterdir()) == [built.name]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([built.name, "kernels-feedbeef-0123456789ab.so"])
 
 
 @needs_kernels

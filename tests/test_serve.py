@@ -73,11 +73,12 @@ def test_health_names_the_model(client, trained_ckpt):
     h = client.get("/api/health").json()
     assert h["ready"] is True
     m = h["model"]
-    assert m["path"] == trained_ckpt
+    assert m["name"] == Path(trained_ckpt).name
     shape = (m["vocab_size"], m["embedding_dim"], m["hidden_dim"], m["num_layers"])
     assert shape == (len(Poet.load(trained_ckpt).vocab), 32, 64, 1)
     assert m["steps"] == 20 == m["meta"]["global_step"]
     assert m["meta"]["config"]["hidden_dim"] == 64
+    assert "data_path" not in m["meta"]["config"] and "/" not in m["name"]  # no paths of the machine
     assert h["limits"]["num_poems"] == CAPS["num_poems"] and h["queue"]["capacity"] == 64
 
 

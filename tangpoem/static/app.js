@@ -367,7 +367,7 @@
       const res = await fetch("/api/health");
       const h = await res.json();
       const m = h.model || {};
-      const name = (m.path || "").split("/").pop();
+      const name = m.name || "";
       const parts = [`模型 ${name}`];
       if (m.num_layers) parts.push(`${m.num_layers} 层 LSTM × ${m.hidden_dim}`);
       if (m.vocab_size) parts.push(`${m.vocab_size.toLocaleString()} 字`);
