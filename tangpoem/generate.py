@@ -546,85 +546,125 @@ def decode(step: Step, jobs: list[Job]) -> list[list[tuple[PoemState, float | No
     the K candidates is the poem. Returns, per job and poem, its state and mean log-probability per
     character (None when nothing was compared).
     """
-    job_of = np.concatenate([np.full(job.rows, j) for j, job in enumerate(jobs)])
-    first_row = np.cumsum([0] + [job.rows for job in jobs])
-    n = int(first_row[-1])
-    states = [jobs[j].rules.new_state() for j in job_of]
-    rngs = [
-        np.random.default_rng(seed if k == r == 0 else [seed, k, r])
-        for job in jobs
-        for seed in job.seeds
-        for k in range(job.widths[0])
-        for r in range(job.widths[1])
-    ]
-    scoring = [job.widths != (1, 1) for job in jobs]
-    drafts = [list(range(a, a + job.widths[1])) for job, f in zip(jobs, first_row, strict=False)
-              for a in range(int(f), int(f) + job.rows, job.widths[1]) if job.widths[1] > 1]  # fmt: skip
-    scores = _Scores(n)
-    waiting = np.zeros(n, dtype=bool)  # drafts that closed their couplet, held until the others have
-    feed = _prime(step, jobs, first_row)
-    pad = jobs[0].rules.c.pad
-    while True:
+    batch = _Batch(step, jobs)
+    while not batch.done:
+        actions = batch.next_actions()  # per row: a forced token, the ids it may sample, or None
+        logits, rows = batch.step_network(actions)
+        chosen = batch.choose(actions, logits, rows)
+        batch.advance(actions, chosen)
+        batch.keep_likeliest_drafts()
+    return batch.results()
+
+
+class _Batch:
+    """The rows of one decode: each row's poem state, random stream, scores, and what it feeds next."""
+
+    def __init__(self, step: Step, jobs: list[Job]):
+        self.step, self.jobs = step, jobs
+        self.job_of = np.concatenate([np.full(job.rows, j) for j, job in enumerate(jobs)])
+        self.first_row = np.cumsum([0] + [job.rows for job in jobs])
+        n = int(self.first_row[-1])
+        self.states = [jobs[j].rules.new_state() for j in self.job_of]
+        self.rngs = [
+            np.random.default_rng(seed if k == r == 0 else [seed, k, r])
+            for job in jobs
+            for seed in job.seeds
+            for k in range(job.widths[0])
+            for r in range(job.widths[1])
+        ]
+        self.scoring = [job.widths != (1, 1) for job in jobs]  # only then is a log-probability needed
+        self.drafts = [list(range(a, a + job.widths[1])) for job, f in zip(jobs, self.first_row, strict=False)
+                       for a in range(int(f), int(f) + job.rows, job.widths[1]) if job.widths[1] > 1]  # fmt: skip
+        self.scores = _Scores(n)
+        self.waiting = np.zeros(n, dtype=bool)  # drafts that closed their couplet, held until the others have
+        self.feed = _prime(step, jobs, self.first_row)
+        self.pad = jobs[0].rules.c.pad
+
+    @property
+    def done(self) -> bool:
+        return all(st.done for st in self.states)
+
+    def next_actions(self) -> list[Any]:
         actions: list[Any] = []
-        for i, st in enumerate(states):
-            job = jobs[job_of[i]]
-            if st.done or waiting[i]:
+        for i, st in enumerate(self.states):
+            job = self.jobs[self.job_of[i]]
+            if st.done or self.waiting[i]:
                 actions.append(None)
             elif len(st.tokens) < len(job.given):
                 actions.append(job.given[len(st.tokens)])
             else:
                 actions.append(job.rules.next(st))
-        sampled = [i for i, a in enumerate(actions) if isinstance(a, np.ndarray)]
-        # only rows that sample need the output layer, and rows whose forced token is scored
-        scored = [i for i, a in enumerate(actions) if a is not None and scoring[job_of[i]]
-                  and len(states[i].tokens) >= len(jobs[job_of[i]].given)]  # fmt: skip
-        rows = sorted(set(sampled) | set(scored))
-        held = step.get_state() if waiting.any() else None
-        logits = step.step(feed, rows)
-        if held is not None:  # a waiting draft does not move: put its state back
-            h, c = step.get_state()
-            h[:, waiting], c[:, waiting] = held[0][:, waiting], held[1][:, waiting]
-            step.set_state(h, c)
+        return actions
+
+    def step_network(self, actions: list[Any]) -> tuple[np.ndarray | None, list[int]]:
+        """Feed every row; logits only for rows that sample or whose forced token is scored (the output
+        layer is most of a step). A waiting draft does not move: its state is put back."""
+        rows = [i for i, a in enumerate(actions) if isinstance(a, np.ndarray) or (a is not None and self._scored(i))]
+        held = self.step.get_state() if self.waiting.any() else None
+        logits = self.step.step(self.feed, rows)
+        if held is not None:
+            h, c = self.step.get_state()
+            h[:, self.waiting], c[:, self.waiting] = held[0][:, self.waiting], held[1][:, self.waiting]
+            self.step.set_state(h, c)
+        return logits, rows
+
+    def _scored(self, i: int) -> bool:
+        """Row i's next token counts in its poem's score (its job compares, and it is past the start words)."""
+        job = self.jobs[self.job_of[i]]
+        return self.scoring[self.job_of[i]] and len(self.states[i].tokens) >= len(job.given)
+
+    def choose(self, actions: list[Any], logits: np.ndarray | None, rows: list[int]) -> dict[int, int]:
+        """Each row's token: the forced one, or a draw with its job's sampler settings; scores updated."""
         chosen = {i: int(a) for i, a in enumerate(actions) if a is not None and not isinstance(a, np.ndarray)}
         at = {row: k for k, row in enumerate(rows)}
-        for j, job in enumerate(jobs):  # the sampler's settings are the job's
-            mine = [i for i in sampled if job_of[i] == j]
+        for j, job in enumerate(self.jobs):
+            mine = [i for i in rows if self.job_of[i] == j and isinstance(actions[i], np.ndarray)]
             if mine:
-                o = job.opts
+                o, states = job.opts, self.states
                 picks = sample(
                     logits[[at[i] for i in mine]], [actions[i] for i in mine],
-                    [job.rules.banned(states[i], o.repeat_guard) for i in mine], [rngs[i] for i in mine],
+                    [job.rules.banned(states[i], o.repeat_guard) for i in mine], [self.rngs[i] for i in mine],
                     o.temperature, o.top_k, o.top_p, [states[i].tokens for i in mine], o.repetition_penalty,
                 )  # fmt: skip
                 chosen.update(zip(mine, picks.tolist(), strict=True))
+        scored = [i for i in rows if self._scored(i)]
         if scored:
-            scores.add(scored, _log_probs(logits[[at[i] for i in scored]], np.array([chosen[i] for i in scored])))
-        for i, st in enumerate(states):
+            tokens = np.array([chosen[i] for i in scored])
+            self.scores.add(scored, _log_probs(logits[[at[i] for i in scored]], tokens))
+        return chosen
+
+    def advance(self, actions: list[Any], chosen: dict[int, int]) -> None:
+        """Each row takes its token; a draft that closed its couplet waits for the others."""
+        for i, st in enumerate(self.states):
             if actions[i] is None:
                 if st.done:
-                    feed[i] = pad
+                    self.feed[i] = self.pad
                 continue
+            job = self.jobs[self.job_of[i]]
             lines_before = st.lines_done
-            jobs[job_of[i]].rules.advance(st, chosen[i])
-            feed[i] = pad if st.done else chosen[i]  # <EOP> is never fed back as text
+            job.rules.advance(st, chosen[i])
+            self.feed[i] = self.pad if st.done else chosen[i]  # <EOP> is never fed back as text
             couplet_closed = st.lines_done > lines_before and st.lines_done % 2 == 0
-            if couplet_closed and not st.done and jobs[job_of[i]].widths[1] > 1:
-                waiting[i] = True
-        if drafts:
-            _choose_drafts(step, drafts, states, scores, waiting, feed)
-        if all(st.done for st in states):
-            break
-    out = []
-    for j, job in enumerate(jobs):
-        k_count, r_count = job.widths
-        poems = []
-        for p in range(len(job.seeds)):
-            first = int(first_row[j]) + p * k_count * r_count
-            candidates = list(range(first, first + k_count * r_count, r_count))
-            best = candidates[int(np.argmax(scores.mean(candidates)))] if k_count > 1 else first
-            poems.append((states[best], float(scores.mean([best])[0]) if scoring[j] else None))
-        out.append(poems)
-    return out
+            if couplet_closed and not st.done and job.widths[1] > 1:
+                self.waiting[i] = True
+
+    def keep_likeliest_drafts(self) -> None:
+        if self.drafts:
+            _choose_drafts(self.step, self.drafts, self.states, self.scores, self.waiting, self.feed)
+
+    def results(self) -> list[list[tuple[PoemState, float | None]]]:
+        """Per job, per poem: the likeliest candidate's state and mean log-probability."""
+        out = []
+        for j, job in enumerate(self.jobs):
+            k_count, r_count = job.widths
+            poems = []
+            for p in range(len(job.seeds)):
+                first = int(self.first_row[j]) + p * k_count * r_count
+                candidates = list(range(first, first + k_count * r_count, r_count))
+                best = candidates[int(np.argmax(self.scores.mean(candidates)))] if k_count > 1 else first
+                poems.append((self.states[best], float(self.scores.mean([best])[0]) if self.scoring[j] else None))
+            out.append(poems)
+        return out
 
 
 def _prime(step: Step, jobs: list[Job], first_row: np.ndarray) -> np.ndarray:
@@ -913,12 +953,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_config_args(parser, argv)
     if cfg.acrostic and cfg.template:
         raise TangpoemError("--acrostic and --template are two modes: give one")
-    shaped = cfg.form or cfg.line_length or cfg.lines or cfg.acrostic
-    if shaped and "start_words" not in vars(args) and cfg.start_words == Config.start_words:
-        # the tutorial's start words (a 7-character line) are its default continuation, not a fit for every
-        # form, nor acrostic heads: with a shape asked for and none given, the model begins (or, for an
-        # acrostic, asks for the heads)
-        cfg.start_words = ""
+    if "start_words" not in vars(args) and cfg.start_words == Config.start_words and not cfg.template:
+        # the tutorial's start words (a 7-character line) are its default continuation, not acrostic heads
+        # nor a fit for a 5-character form: then the model begins (or, for an acrostic, asks for the heads)
+        length = resolve_shape(cfg.form, cfg.line_length, cfg.lines).line_length
+        if cfg.acrostic or length not in (None, 7):
+            cfg.start_words = ""
     model = cfg.model_path if "model_path" in vars(args) else choose_model(cfg)  # a named one must exist
     poet = Poet.load(model, args.backend, args.inference, cfg.num_threads)
     opts = Options.from_config(cfg)

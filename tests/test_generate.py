@@ -309,7 +309,8 @@ def test_cli_prints_couplets_and_json(random_ckpt: str, capsys) -> None:
         ),
         (["--acrostic", "--start-words", "一二三", "--lines", "2"], "has only 2 lines"),
         (["--form", "sonnet"], "unknown form 'sonnet'"),
-        (["--form", "五绝"], "do not fit: line 1 is longer than 5"),
+        (["--form", "五绝", "--start-words", "老夫聊发少年狂,"], "do not fit: line 1 is longer than 5"),
+        (["--acrostic"], "acrostic phrase is empty"),  # the tutorial's start words are not heads
         (["--form", "五绝", "--line-length", "7"], "--form 五绝 has 5-character lines"),
         (["--temperature", "-1"], "--temperature"),
         (["--top-p", "0"], "--top-p"),
@@ -331,6 +332,15 @@ def test_cli_bad_input(random_ckpt: str, capsys, args: list[str], message: str) 
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: "), err
     assert message in err, err
+
+
+def test_cli_form_without_start_words_begins_empty(random_ckpt: str, capsys) -> None:
+    # the tutorial's default start words are a 7-character line: a 5-character form begins from nothing
+    code, out, err = run_cli(capsys, "--model-path", random_ckpt, "--form", "五绝", "--seed", "2")
+    assert code == 0, err
+    assert [len(line) for line in out.strip().split("\n")] == [12, 12]
+    code, out, err = run_cli(capsys, "--model-path", random_ckpt, "--form", "七绝", "--seed", "2")
+    assert code == 0 and out.startswith("老夫聊发少年狂，")  # ... a 7-character one keeps them
 
 
 def test_cli_bad_checkpoint(tmp_path: Path, capsys) -> None:
