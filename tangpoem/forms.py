@@ -236,7 +236,7 @@ def parse_template(text: str, classes: VocabClasses) -> Layout:
     fixed: dict[tuple[int, int], int] = {}
     for i, ln in enumerate(lines):
         end = ln[-1]
-        want = (COMMA,) if i % 2 == 0 else SENTENCE_ENDS
+        want = SENTENCE_ENDS if i % 2 == 1 or i == len(lines) - 1 else (COMMA,)  # the last line closes the poem
         if end not in want:
             raise TangpoemError(f"line {i + 1} of the template must end in {'/'.join(want)}, not '{end}'")
         fixed[(i, length)] = classes.punct[end]

@@ -441,7 +441,7 @@ def test_template_keeps_its_characters_and_fills_the_blanks(poet: Poet) -> None:
     "template, message",
     [
         ("床前明月光，□□□□。", "same length"),
-        ("床前明月光，□□□□□。□□□□□。", "line 3 of the template must end in ，"),
+        ("床前明月光，□□□□□。□□□□□，", "line 3 of the template must end in 。"),
         ("床前明月光，□□□□□", "must end each line"),
         ("床前明a光，□□□□□。", "'a' at line 1, character 4"),
         ("床前明月光。□□□□□，", "line 1 of the template must end in ，"),

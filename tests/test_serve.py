@@ -194,7 +194,7 @@ BAD = [  # (body, field, words the message must hold)
     ({"mode": "continue", "text": "床前明月光照", "form": "五绝"}, "text", "do not fit"),
     ({"mode": "acrostic", "text": "一二三四五", "form": "七绝"}, "text", "only 4 lines"),
     ({"mode": "acrostic", "text": "，。"}, "text", "empty"),
-    ({"mode": "template", "text": "床前明月光，□□□□□。□□□□□，"}, "text", "even number of lines"),
+    ({"mode": "template", "text": "床前明月光，□□□□□。□□□□□，"}, "text", "line 3 of the template must end in 。"),
     ({"mode": "template", "text": "床前明月光，□□□□。"}, "text", "same length"),
     ({"mode": "template", "text": "床前明月光"}, "text", "must end each line"),
     ({"mode": "template", "text": ""}, "text", "empty"),
