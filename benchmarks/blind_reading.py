@@ -76,7 +76,7 @@ def make(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     half = args.per_source // 2
     items = []  # (source, text)
-    for spec in args.source:
+    for index, spec in enumerate(args.source):
         name, ckpt, options = parse_source(spec)
         if name == "real":
             poems = load_npz(args.npz)
@@ -87,7 +87,9 @@ def make(args: argparse.Namespace) -> int:
             continue
         poet = Poet.load(ckpt)
         for i, form in enumerate(FORMS):
-            opts = Options(**{"form": form, "num_poems": half, "seed": args.seed + 1000 * i, **options})
+            # seeds differ between sources too: two sources never open a poem alike side by side
+            seed = args.seed + 1000 * i + 100_000 * index
+            opts = Options(**{"form": form, "num_poems": half, "seed": seed, **options})
             items += [(name, p.text) for p in poet.write("continue", "", opts)]
     rng.shuffle(items)
     sheet = ["# Poems", ""] + [f"{i}. {text}" for i, (_, text) in enumerate(items, 1)]
