@@ -36,6 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.once
 def test_the_wheel_holds_the_package_data(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -52,6 +53,7 @@ def test_the_wheel_holds_the_package_data(wheel):
         assert model.file_size <= 16 * 1024 * 1024
 
 
+@pytest.mark.once
 def test_the_installed_package_writes_poems_from_any_folder(wheel, tmp_path):
     """Installed (not editable) into its own folder, run from a folder with no work/ and no configs/."""
     target = tmp_path / "site"

@@ -506,6 +506,7 @@ def poem_lines(d, card=0) -> list[str]:
     return [e.text.replace(" ", "") for e in cards[card].find_elements(By.CSS_SELECTOR, ".chars")]
 
 
+@pytest.mark.once
 def test_browser_acrostic_lock_and_rewrite(trained_ckpt, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
