@@ -4,7 +4,7 @@ who is not told which is which.
     python benchmarks/blind_reading.py make DIR --npz work/tang_poem.npz --per-source 8 \\
         --source real --source "plain=bundled:rhyme=0" --source "tones=bundled:tones=1,candidates=4"
     (the reader fills DIR/scores.json from DIR/sheet.md, following DIR/instructions.md)
-    python benchmarks/blind_reading.py score DIR
+    python benchmarks/blind_reading.py score DIR [--scores DIR/scores-reader2.json]
 
 Every source writes the same forms (七绝 and 五律, half each) from <START> with no start or prefix
 words, so only the writer differs; "real" draws poems of those forms from the held-out split. A
@@ -106,7 +106,7 @@ def score(args: argparse.Namespace) -> int:
 
     out = Path(args.dir)
     key = json.loads((out / "key.json").read_text(encoding="utf-8"))["key"]
-    scores = json.loads((out / "scores.json").read_text(encoding="utf-8"))
+    scores = json.loads(Path(args.scores or out / "scores.json").read_text(encoding="utf-8"))
     missing = sorted(set(key) - set(scores), key=int)
     if missing:
         print(f"scores.json lacks poems {', '.join(missing)}", file=sys.stderr)
@@ -138,6 +138,7 @@ def main() -> int:
     m.add_argument("--source", action="append", required=True)
     s = sub.add_parser("score")
     s.add_argument("dir")
+    s.add_argument("--scores", help="a reader's scores (default: DIR/scores.json)")
     args = parser.parse_args()
     return make(args) if args.command == "make" else score(args)
 
