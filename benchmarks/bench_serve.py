@@ -176,7 +176,7 @@ def bench(url: str, pid: int | None, label: str, levels: list[int], requests: in
     health = get(url + "/api/health")
     m = health["model"]
     shape = f"emb {m.get('embedding_dim')}, {m.get('num_layers')}x{m.get('hidden_dim')} LSTM"
-    print(f"## {label}: model {m.get('path')} ({shape}, vocabulary {m.get('vocab_size'):,}, {m.get('steps')} steps)")
+    print(f"## {label}: model {m.get('name')} ({shape}, vocabulary {m.get('vocab_size'):,}, {m.get('steps')} steps)")
     run_level(url, 2, 3, body)  # warm-up: every worker, the token cache, the allocator
     rss0 = rss_mb(pid)
     print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'poems/s':>8} "
