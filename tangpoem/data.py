@@ -126,19 +126,27 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             tmp.unlink()
 
 
-def writable_path(path: str | Path, what: str) -> Path:
-    """Make the folder a file will be written to, now, before any work: one clear error if it cannot be."""
-    path = Path(path)
+def writable_folder(folder: str | Path, what: str) -> Path:
+    """Make a folder a command will write to, now, before any work (not after an hour of training): one
+    clear error if it cannot be."""
+    folder = Path(folder)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise TangpoemError(f"cannot write the {what} {path}: a file is in the way of its folder") from None
+        raise TangpoemError(f"cannot create the {what} folder {folder}: a file is in the way of its folder") from None
     except OSError as err:
-        raise TangpoemError(f"cannot write the {what} {path}: {err.strerror or err}") from None
+        raise TangpoemError(f"cannot create the {what} folder {folder}: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TangpoemError(f"the {what} folder {folder} is not writable; choose another one")
+    return folder
+
+
+def writable_path(path: str | Path, what: str) -> Path:
+    """writable_folder for the folder of a file the command will write, and the file's name is not a folder's."""
+    path = Path(path)
+    writable_folder(path.parent, what)
     if path.is_dir():
         raise TangpoemError(f"cannot write the {what} {path}: it is a folder; name a file")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise TangpoemError(f"cannot write the {what} {path}: its folder is not writable")
     return path
 
 

@@ -677,17 +677,18 @@ def _prime(step: Step, jobs: list[Job], first_row: np.ndarray) -> np.ndarray:
         rows = range(int(first_row[j]), int(first_row[j + 1]))
         by_prime.setdefault(tuple(job.prime), []).extend(rows)
         feed[list(rows)] = job.prime[-1]
-    if len(by_prime) == 1:
-        ((prime, _),) = by_prime.items()
-        step.reset(n)
+
+    def feed_prime(prime: tuple[int, ...], count: int) -> None:
+        step.reset(count)
         for tok in prime[:-1]:
-            step.step(np.full(n, tok, dtype=np.int64), [])
+            step.step(np.full(count, tok, dtype=np.int64), [])
+
+    if len(by_prime) == 1:  # the usual case: the rows' states are the step's own, nothing to gather
+        feed_prime(next(iter(by_prime)), n)
         return feed
     h = c = None
     for prime, rows in by_prime.items():
-        step.reset(len(rows))
-        for tok in prime[:-1]:
-            step.step(np.full(len(rows), tok, dtype=np.int64), [])
+        feed_prime(prime, len(rows))
         hp, cp = step.get_state()
         if h is None:
             h = np.zeros((hp.shape[0], n, hp.shape[2]), hp.dtype)

@@ -71,7 +71,7 @@ from tangpoem.checkpoint import (  # noqa: E402
     save_checkpoint,
 )
 from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, parse_config_args  # noqa: E402
-from tangpoem.data import PoemData, load_npz  # noqa: E402
+from tangpoem.data import PoemData, load_npz, writable_folder  # noqa: E402
 from tangpoem.dataset import make_loader, target_mask  # noqa: E402
 from tangpoem.device import setup_device  # noqa: E402
 from tangpoem.errors import TangpoemError, cli_main  # noqa: E402
@@ -248,17 +248,6 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
 # ---------------------------------------------------------------- checks before a run starts
 
 
-def _writable_folder(path: str, what: str) -> None:
-    """Create the folder a run writes to now, not after an hour of training."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise TangpoemError(f"cannot create the {what} folder {folder}: {err.strerror or err}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TangpoemError(f"the {what} folder {folder} is not writable; choose another one")
-
-
 def _resume_path(cfg: Config) -> str:
     if cfg.resume == "latest":
         path = latest_checkpoint(cfg.model_prefix)
@@ -367,9 +356,10 @@ class Run:
         self.run_id = ckpt.meta.get("run", "") if ckpt else uuid.uuid4().hex[:12]
         self.seconds_before = float(ckpt.meta.get("train_seconds", 0.0)) if ckpt else 0.0  # earlier invocations'
         self.started = time.monotonic()
+        self.machine = machine()  # for every checkpoint's record: read once
         if self.main_rank:
-            _writable_folder(str(Path(cfg.model_prefix).parent), "checkpoint")
-            _writable_folder(cfg.log_dir, "log")
+            writable_folder(Path(cfg.model_prefix).parent, "checkpoint")
+            writable_folder(cfg.log_dir, "log")
             _check_prefix_is_this_runs(cfg.model_prefix, self.run_id, ckpt is not None)
 
         paddle.seed(cfg.seed)
@@ -513,7 +503,7 @@ class Run:
                 "world_size": self.world_size,
                 "run": self.run_id,
                 "train_seconds": round(self.seconds_before + time.monotonic() - self.started, 1),
-                "machine": machine(),
+                "machine": self.machine,
                 "config": self.cfg.to_dict(),
             }
             trainer_state = {
