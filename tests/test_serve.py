@@ -331,6 +331,34 @@ def test_requests_that_arrive_together_are_decoded_together(trained_ckpt):
     assert [r[0].text for r in results] == [alone.write(*a)[0].text for a in asks]  # same poems as one by one
 
 
+def test_under_load_a_batch_waits_for_as_many_as_the_last_one(trained_ckpt):
+    """Clients of a batch of four come back 20 ms apart: they share the next decode, not 1 + 3."""
+    gated = GatedPoet(Poet.load(trained_ckpt))
+    decoder = Decoder(gated, queue_size=16, batch_rows=256, gather_ms=5000)
+    asks = [("acrostic", "春花秋月", Options(form="五绝", seed=s)) for s in range(9)]
+
+    async def run():
+        first = asyncio.ensure_future(decoder.write(*asks[0]))
+        await asyncio.to_thread(gated.inside.wait, 10)
+        four = [asyncio.ensure_future(decoder.write(*a)) for a in asks[1:5]]
+        await asyncio.sleep(0.05)
+        gated.gate.set()
+        await asyncio.gather(first, *four)
+        again = []
+        for a in asks[5:]:
+            again.append(asyncio.ensure_future(decoder.write(*a)))
+            await asyncio.sleep(0.02)
+        return await asyncio.wait_for(asyncio.gather(*again), 30)  # the wait ends when four are in, not at 5 s
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        decoder.stop()
+    assert gated.calls == [1, 4, 4]
+    alone = Poet.load(trained_ckpt)
+    assert [r[0].text for r in results] == [alone.write(*a)[0].text for a in asks[5:]]
+
+
 def test_full_queue_answers_503_and_the_others_are_served(trained_ckpt):
     gated = GatedPoet(Poet.load(trained_ckpt))
     app = create_app(ServeSettings(model_path=trained_ckpt, queue_size=2), poet=gated)
@@ -380,13 +408,25 @@ def test_cors_only_when_asked(trained_ckpt, poet):
         assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
 
 
-def test_command_line_errors_are_one_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr("tangpoem.serve.DEFAULT_MODEL", "")  # as without a bundled model
+def test_without_model_path_it_serves_your_newest_checkpoint(trained_ckpt, tmp_path, monkeypatch, capsys):
+    """The rule of `generate`: a model the user trained is never shadowed by the bundled one."""
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    (tmp_path / "work" / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_ckpt, tmp_path / "work" / "checkpoints" / "mine.step20")
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    assert "using your newest checkpoint work/checkpoints/mine.step20" in capsys.readouterr().err
+    with TestClient(served["app"]) as c:
+        assert c.get("/api/health").json()["model"]["name"] == "mine.step20"
+
+
+def test_command_line_errors_are_one_line(capsys, tmp_path):
     assert main(["--model-path", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: checkpoint") and err.count("\n") == 1
-    assert main([]) == 2
-    assert "--model-path" in capsys.readouterr().err
     assert main(["--model-path", "x", "--cors", "localhost:3000/path"]) == 2
     assert "origin" in capsys.readouterr().err
     assert main(["--model-path", "x", "--workers", "0"]) == 2
