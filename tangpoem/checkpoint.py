@@ -80,9 +80,10 @@ def check_weights(path: str, config: ModelConfig, weights: dict[str, np.ndarray]
 def _check_model_config(path: str, config: ModelConfig) -> None:
     sizes = {k: getattr(config, k) for k in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers")}
     bad = [f"{k}={v!r}" for k, v in sizes.items() if type(v) is not int or v < 1]
-    dropout = config.dropout
-    if type(dropout) not in (int, float) or not 0 <= dropout < 1:
-        bad.append(f"dropout={dropout!r}")
+    for name in ("dropout", "embedding_dropout"):
+        rate = getattr(config, name)
+        if type(rate) not in (int, float) or not 0 <= rate < 1:
+            bad.append(f"{name}={rate!r}")
     if bad:
         raise TangpoemError(
             f"{path}: the network in its metadata is impossible ({', '.join(bad)}); the file was edited"

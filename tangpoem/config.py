@@ -66,6 +66,7 @@ class Config:
     dropout: float = _f(
         0.0, "dropout on LSTM outputs while training: between layers and before the output layer", 0, 0.95
     )
+    embedding_dropout: float = _f(0.0, "dropout on the character embeddings (the LSTM's input) while training", 0, 0.95)
 
     # --- data and training ---
     batching: str = _f(
@@ -117,7 +118,7 @@ FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()
 
 # The settings each command takes, in one table: a command's module reads its row (train.SETTINGS, ...),
 # and a flag of another command is refused with the name of the commands whose rows hold it
-MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout")
+MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout")
 GENERATION = (
     "model_path", "prefix_words", "start_words", "acrostic", "template", "form", "line_length", "lines",
     "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
@@ -184,6 +185,7 @@ class ModelConfig:
     hidden_dim: int = 512
     num_layers: int = 3
     dropout: float = 0.0
+    embedding_dropout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -43,10 +43,10 @@ def hidden_states(model: PoetryModel, inputs: paddle.Tensor) -> paddle.Tensor:
     from a zero state: model.forward without the output layer. On the CPU tangpoem's compiled LSTM
     kernels when they are available (`fastlstm`), else nn.LSTM's own kernel."""
     if fastlstm.native_kernels(model.lstm.weight_hh_l0) is not None:
-        embeds = model.embeddings(inputs.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
+        embeds = model.embed(inputs.T)  # [seq_len, batch, embedding_dim]: each step's rows contiguous
         output = fastlstm.lstm_forward(embeds, model.lstm, model.config.dropout, model.training)
     else:
-        output = model.lstm(model.embeddings(inputs))[0].transpose([1, 0, 2])
+        output = model.lstm(model.embed(inputs))[0].transpose([1, 0, 2])
     return model.dropout(output)
 
 

@@ -242,7 +242,9 @@ def machine() -> str:
 
 
 def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout)
+    return ModelConfig(
+        vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout, cfg.embedding_dropout
+    )
 
 
 # ---------------------------------------------------------------- checks before a run starts

@@ -65,6 +65,7 @@ CASES = [  # (command, arguments with {placeholders}, what the line must say)
     ("train", "--data-path {npz} --batch-size 0", "--batch-size must be between 1"),
     ("train", "--data-path {npz} --batch-size 100000000", "--batch-size must be between 1"),
     ("train", "--data-path {npz} --dropout 1.5", "--dropout must be between 0"),
+    ("train", "--data-path {npz} --embedding-dropout -0.1", "--embedding-dropout must be between 0"),
     ("train", "--data-path {npz} --max-minutes inf", "--max-minutes must be between 0"),
     ("train", "--data-path {npz} --lr-schedule linear", "--lr-schedule must be one of constant, cosine"),
     ("train", "--data-path {npz} --rhyme", "--rhyme is a setting of tangpoem.generate"),

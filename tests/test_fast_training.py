@@ -107,6 +107,26 @@ def test_fast_loss_and_gradients_match_the_plain_computation(masked, layers, lst
         np.testing.assert_allclose(fast_grads[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_embedding_dropout_acts_while_training_only(fast, lstm_kernel):
+    paddle.seed(0)
+    model = PoetryModel(ModelConfig(VOCAB, embedding_dim=12, hidden_dim=16, num_layers=1, embedding_dropout=0.5))
+    x, y, m = batch()
+
+    def loss(seed: int | None = None) -> float:
+        if seed is not None:
+            paddle.seed(seed)
+        return sequence_loss(model, x, y, m, fast=fast)[0].item()
+
+    first = loss(1)
+    assert loss(2) != first and loss(1) == first  # the masks come from the seed, and only from it
+    model.eval()
+    without = PoetryModel(ModelConfig(VOCAB, embedding_dim=12, hidden_dim=16, num_layers=1))
+    without.set_state_dict(model.state_dict())
+    without.eval()
+    assert loss() == pytest.approx(sequence_loss(without, x, y, m, fast=fast)[0].item(), rel=1e-6)
+
+
 def test_off_cpu_branch_matches_too(monkeypatch):
     # on a GPU the fast path keeps nn.LSTM and the stock cross-entropy (only the row selection): emulate it
     monkeypatch.setattr(fastlstm, "use_fast_lstm", lambda t: False)

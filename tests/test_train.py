@@ -170,9 +170,9 @@ def run_to(cfg: Config, **changes) -> train_mod.TrainResult:
 
 
 def test_stopped_and_resumed_equals_uninterrupted(small_npz, tmp_path):
-    # two layers with dropout: the resumed steps must draw the same dropout masks (seed_step); 19 steps
-    # per epoch, so the stops fall inside epoch 1, exactly at its end, and inside epoch 2
-    common = dict(num_layers=2, dropout=0.2, epoch=3)
+    # two layers with dropout (embeddings too): the resumed steps must draw the same dropout masks
+    # (seed_step); 19 steps per epoch, so the stops fall inside epoch 1, exactly at its end, and inside epoch 2
+    common = dict(num_layers=2, dropout=0.2, embedding_dropout=0.1, epoch=3)
     whole = run_training(tiny_config(small_npz, tmp_path / "whole" / "m", max_steps=45, **common))
     cfg = tiny_config(small_npz, tmp_path / "parts" / "m", max_steps=7, **common)
     first = run_to(cfg)
