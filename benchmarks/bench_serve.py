@@ -180,15 +180,19 @@ def bench(url: str, pid: int | None, label: str, levels: list[int], requests: in
     run_level(url, 2, 3, body)  # warm-up: every worker, the token cache, the allocator
     rss0 = rss_mb(pid)
     print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'poems/s':>8} "
-          f"{'RSS MB before':>13} {'after':>7}  load average", flush=True)  # fmt: skip
+          f"{'RSS MB before':>13} {'after':>7} {'req/batch':>9}  load average", flush=True)  # fmt: skip
     results = []
     for clients in levels:
-        before = rss_mb(pid)
+        before, decoded = rss_mb(pid), get(url + "/api/health")["decoded"]
         r = run_level(url, clients, requests, body)
         r["rss_before"], r["rss_after"] = before, rss_mb(pid)
+        now = get(url + "/api/health")["decoded"]  # with --workers N, one worker's (whichever answers)
+        batches = now["batches"] - decoded["batches"]
+        per_batch = f"{(now['requests'] - decoded['requests']) / batches:.1f}" if batches > 0 else "n/a"
         fmt = lambda x: f"{x:.0f}" if x is not None else "n/a"  # noqa: E731
         print(f"{clients:>7} {r['requests']:>8} {r['errors']:>6} {r['p50']:>8.0f} {r['p95']:>8.0f} "
-              f"{r['poems_s']:>8.1f} {fmt(before):>13} {fmt(r['rss_after']):>7}  {load()}", flush=True)  # fmt: skip
+              f"{r['poems_s']:>8.1f} {fmt(before):>13} {fmt(r['rss_after']):>7} {per_batch:>9}  {load()}",
+              flush=True)  # fmt: skip
         if r["first_error"]:
             print(f"   first error: {r['first_error']}")
         results.append(r)
@@ -226,6 +230,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10, help="requests per client per level (default: 10)")
     parser.add_argument("--mode", default="continue", choices=("continue", "acrostic"))
     parser.add_argument("--text", default="", help="start words or heads (default: none, the model begins)")
+    parser.add_argument("--gather-ms", type=float, help="with --model-path: pass --gather-ms MS to the server")
     args = parser.parse_args()
     if bool(args.model_path) == bool(args.url):
         parser.error("give --model-path (start a server) or --url (a running one)")
@@ -240,7 +245,8 @@ def main() -> None:
         bench(args.url.rstrip("/"), args.pid, args.url, levels, args.requests, body)
         return
     for workers in [int(x) for x in args.workers.split(",")]:
-        server = Server(args.model_path, workers, [])
+        extra = [] if args.gather_ms is None else ["--gather-ms", str(args.gather_ms)]
+        server = Server(args.model_path, workers, extra)
         try:
             bench(server.url, server.proc.pid, f"--workers {workers}", levels, args.requests, body)
         finally:

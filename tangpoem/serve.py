@@ -642,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
                         help="let pages from ORIGIN (e.g. http://localhost:3000) call the API; repeatable")  # fmt: skip
     parser.add_argument("--queue", type=int, default=64, help="requests that may wait for the decoder (default: 64)")
+    parser.add_argument("--gather-ms", type=float, default=GATHER_MS, metavar="MS",
+                        help=f"under load, how long a batch may wait for the clients of the last one (default: "
+                        f"{GATHER_MS:g}; 0: never)")  # fmt: skip
     cfg, args = parse_config_args(parser, argv)
     if not 0 <= args.port <= 65535:
         raise TangpoemError(f"--port must be 0 to 65535, not {args.port}")
@@ -649,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         raise TangpoemError(f"--workers must be 1 to 64, not {args.workers}")
     if not 1 <= args.queue <= 100_000:
         raise TangpoemError(f"--queue must be 1 to 100000, not {args.queue}")
+    if not 0 <= args.gather_ms <= 1000:  # also refuses nan
+        raise TangpoemError(f"--gather-ms must be 0 to 1000, not {args.gather_ms}")
     for origin in args.cors:
         if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
             raise TangpoemError(f"--cors takes an origin such as http://localhost:3000 (no path), not '{origin}'")
@@ -661,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # as `generate`: a named checkpoint must exist; else the configured one, your newest, then the bundled model
     path = cfg.model_path if "model_path" in vars(args) else choose_model(cfg)
-    settings = ServeSettings(path, cfg.num_threads, args.queue, cors=args.cors)
+    settings = ServeSettings(path, cfg.num_threads, args.queue, cors=args.cors, gather_ms=args.gather_ms)
     warning = host_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)

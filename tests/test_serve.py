@@ -430,6 +430,8 @@ def test_command_line_errors_are_one_line(capsys, tmp_path):
     assert main(["--model-path", "x", "--cors", "localhost:3000/path"]) == 2
     assert "origin" in capsys.readouterr().err
     assert main(["--model-path", "x", "--workers", "0"]) == 2
+    assert main(["--model-path", "x", "--gather-ms", "nan"]) == 2
+    assert "--gather-ms must be 0 to 1000" in capsys.readouterr().err
     assert main(["--model-path", "x", "--lr", "0.1"]) == 2
     assert "tangpoem.train" in capsys.readouterr().err
 
