@@ -321,6 +321,7 @@ class _Job:
     rows: int
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class _Internal(Exception):
@@ -331,17 +332,19 @@ class Decoder:
     """One thread owns the Poet and decodes, per `write_batch` call, every request that arrived while
     it was busy (up to batch_rows rows); requests wait in a bounded queue.
 
-    Under load it also waits up to gather_ms for as many requests as its last batch held: the clients
-    of that batch send their next requests within milliseconds of their answers, and without the wait
-    the first of them would start a batch alone while the rest wait a whole decode for the next one
-    (p95 at 8 clients was twice a batch). A lone client never waits: its last batch held one request.
+    Under load it also waits up to gather_ms for the clients it just answered: they send their next
+    requests within milliseconds of their answers, and without the wait the first of them would start
+    a batch alone while the rest wait a whole decode for the next one (p95 at 8 clients was twice a
+    batch). It counts only requests that arrived after its last answers, besides those already waiting,
+    so two groups of clients that fell out of step are joined again rather than kept apart. A lone
+    client never waits: the last batch answered one request, its own.
     """
 
     def __init__(self, poet: Poet, queue_size: int, batch_rows: int, gather_ms: float = GATHER_MS):
         self.poet = poet
         self.batch_rows = batch_rows
         self.gather_s = gather_ms / 1000
-        self.last_batch = 1  # requests in the last batch: how many to wait for
+        self.answered, self.answered_at = 0, 0.0  # requests the last batch answered, and when
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -388,8 +391,9 @@ class Decoder:
                 return
             batch, rows, stop = [job], job.rows, False
             deadline = time.monotonic() + self.gather_s
+            returned = int(job.arrived >= self.answered_at)  # of the clients the last batch answered
             while True:
-                wait = deadline - time.monotonic() if len(batch) < self.last_batch else 0.0
+                wait = deadline - time.monotonic() if returned < self.answered else 0.0
                 try:
                     more = self.jobs.get(timeout=wait) if wait > 0 else self.jobs.get_nowait()
                 except queue.Empty:
@@ -402,12 +406,13 @@ class Decoder:
                     break
                 batch.append(more)
                 rows += more.rows
-            self.last_batch = len(batch)
+                returned += more.arrived >= self.answered_at
             batch = [j for j in batch if not j.future.done()]  # a client that left is not decoded for
             if batch:
                 results = self._write(batch)
                 self.batches += 1
                 self.requests += len(batch)
+                self.answered, self.answered_at = len(batch), time.monotonic()
                 for j, result in zip(batch, results, strict=True):
                     try:
                         j.loop.call_soon_threadsafe(_settle, j.future, result)

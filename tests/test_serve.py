@@ -331,11 +331,12 @@ def test_requests_that_arrive_together_are_decoded_together(trained_ckpt):
     assert [r[0].text for r in results] == [alone.write(*a)[0].text for a in asks]  # same poems as one by one
 
 
-def test_under_load_a_batch_waits_for_as_many_as_the_last_one(trained_ckpt):
-    """Clients of a batch of four come back 20 ms apart: they share the next decode, not 1 + 3."""
+def test_under_load_a_batch_waits_for_the_clients_it_just_answered(trained_ckpt):
+    """Client 0 is answered alone while four others wait; it comes back 20 ms later and joins them (not
+    4 + 1); then all five come back 20 ms apart and share the next decode again (not 1 + 4)."""
     gated = GatedPoet(Poet.load(trained_ckpt))
     decoder = Decoder(gated, queue_size=16, batch_rows=256, gather_ms=5000)
-    asks = [("acrostic", "春花秋月", Options(form="五绝", seed=s)) for s in range(9)]
+    asks = [("acrostic", "春花秋月", Options(form="五绝", seed=s)) for s in range(11)]
 
     async def run():
         first = asyncio.ensure_future(decoder.write(*asks[0]))
@@ -343,20 +344,23 @@ def test_under_load_a_batch_waits_for_as_many_as_the_last_one(trained_ckpt):
         four = [asyncio.ensure_future(decoder.write(*a)) for a in asks[1:5]]
         await asyncio.sleep(0.05)
         gated.gate.set()
-        await asyncio.gather(first, *four)
+        await first
+        await asyncio.sleep(0.02)
+        results = await asyncio.wait_for(asyncio.gather(decoder.write(*asks[5]), *four), 30)  # well before 5 s
         again = []
-        for a in asks[5:]:
+        for a in asks[6:]:
             again.append(asyncio.ensure_future(decoder.write(*a)))
             await asyncio.sleep(0.02)
-        return await asyncio.wait_for(asyncio.gather(*again), 30)  # the wait ends when four are in, not at 5 s
+        return results + await asyncio.wait_for(asyncio.gather(*again), 30)
 
     try:
         results = asyncio.run(run())
     finally:
         decoder.stop()
-    assert gated.calls == [1, 4, 4]
+    assert gated.calls == [1, 5, 5]
     alone = Poet.load(trained_ckpt)
-    assert [r[0].text for r in results] == [alone.write(*a)[0].text for a in asks[5:]]
+    expected = [alone.write(*a)[0].text for a in (asks[5], *asks[1:5], *asks[6:])]
+    assert [r[0].text for r in results] == expected  # the same poems as one by one
 
 
 def test_full_queue_answers_503_and_the_others_are_served(trained_ckpt):
