@@ -259,11 +259,13 @@ def test_nucleus_matches_full_sort() -> None:
 
     rng = np.random.default_rng(1)
     for scale in (0.1, 1.0, 5.0):  # flat to peaked: the candidate search widens or not
-        p = np.exp(rng.normal(size=9000) * scale)
+        x = rng.normal(size=9000) * scale  # logits
+        p = np.exp(x - x.max())
         p /= p.sum()
         order = np.argsort(-p, kind="stable")
-        want = order[: int(np.searchsorted(np.cumsum(p[order]), 0.9)) + 1]
-        assert _nucleus(p, 0.9).tolist() == sorted(want.tolist())
+        for top_p in (0.5, 0.9, 0.99):
+            want = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
+            assert _nucleus(x, top_p).tolist() == sorted(want.tolist())
 
 
 def test_normalise() -> None:
