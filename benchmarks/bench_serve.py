@@ -231,6 +231,7 @@ def main() -> None:
     parser.add_argument("--mode", default="continue", choices=("continue", "acrostic"))
     parser.add_argument("--text", default="", help="start words or heads (default: none, the model begins)")
     parser.add_argument("--gather-ms", type=float, help="with --model-path: pass --gather-ms MS to the server")
+    parser.add_argument("--num-threads", type=int, help="with --model-path: pass --num-threads N to the server")
     args = parser.parse_args()
     if bool(args.model_path) == bool(args.url):
         parser.error("give --model-path (start a server) or --url (a running one)")
@@ -246,6 +247,7 @@ def main() -> None:
         return
     for workers in [int(x) for x in args.workers.split(",")]:
         extra = [] if args.gather_ms is None else ["--gather-ms", str(args.gather_ms)]
+        extra += [] if args.num_threads is None else ["--num-threads", str(args.num_threads)]
         server = Server(args.model_path, workers, extra)
         try:
             bench(server.url, server.proc.pid, f"--workers {workers}", levels, args.requests, body)

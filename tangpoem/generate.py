@@ -218,6 +218,11 @@ class NumpyStep:
                 self.known[t] = True
         return self.input0[ids]
 
+    def fill_input_table(self) -> None:
+        """Every token's first-layer input now, not as characters first appear: a server's memory is then
+        flat from its first request. Row by row, as step() fills it, so the poems are the same."""
+        self._input0(np.arange(len(self.known)))
+
     def step(self, ids: np.ndarray, rows: list[int]) -> np.ndarray | None:
         H = self.hidden
         x = None

@@ -136,6 +136,8 @@ def test_replay_by_seed_and_same_as_the_python_api(client, poet):
         status, again = post(client, {**settings, "seed": p["seed"], "num_poems": 1})
         assert status == 200 and again["poems"][0]["text"] == p["text"]
     opts = Options(**{k: v for k, v in settings.items() if k not in ("mode", "text")})
+    # the app filled its input table at start (flat memory); this Poet fills it as characters come: same poems
+    assert client.app.state.decoder.poet.step.known.all()
     assert [p.text for p in poet.write("acrostic", "江山如画", opts)] == [p["text"] for p in a["poems"]]
     # a request without a seed gets another one each time
     seeds = {post(client, {"text": "春"})[1]["settings"]["seed"] for _ in range(4)}
