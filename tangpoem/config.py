@@ -118,7 +118,7 @@ FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()
 
 # The settings each command takes, in one table: a command's module reads its row (train.SETTINGS, ...),
 # and a flag of another command is refused with the name of the commands whose rows hold it
-MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout")
+MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout")  # ModelConfig's fields
 GENERATION = (
     "model_path", "prefix_words", "start_words", "acrostic", "template", "form", "line_length", "lines",
     "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",

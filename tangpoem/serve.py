@@ -89,7 +89,7 @@ class ServeSettings:
     num_threads: int = 1  # BLAS threads per process (see generate.make_step: one is never slow)
     queue_size: int = 64  # requests waiting for the decoder; one more is answered 503
     batch_rows: int = MAX_ROWS  # rows (poems x candidates x drafts) decoded in one write_batch call
-    gather_ms: float = GATHER_MS  # under load, how long a batch waits for its last size (see Decoder)
+    gather_ms: float = GATHER_MS  # under load, how long a batch waits for the clients the last one answered
     cors: list[str] = field(default_factory=list)  # origins allowed to call the API from their pages
 
     def to_env(self) -> str:

@@ -70,7 +70,14 @@ from tangpoem.checkpoint import (  # noqa: E402
     prefix_checkpoints,
     save_checkpoint,
 )
-from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, parse_config_args  # noqa: E402
+from tangpoem.config import (  # noqa: E402
+    COMMANDS,
+    MODEL_SHAPE,
+    ArgumentParser,
+    Config,
+    add_config_args,
+    parse_config_args,
+)
 from tangpoem.data import PoemData, load_npz, writable_folder  # noqa: E402
 from tangpoem.dataset import make_loader, target_mask  # noqa: E402
 from tangpoem.device import setup_device  # noqa: E402
@@ -242,9 +249,7 @@ def machine() -> str:
 
 
 def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
-    return ModelConfig(
-        vocab_size, cfg.embedding_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout, cfg.embedding_dropout
-    )
+    return ModelConfig(vocab_size, **{name: getattr(cfg, name) for name in MODEL_SHAPE})
 
 
 # ---------------------------------------------------------------- checks before a run starts
