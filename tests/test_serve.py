@@ -515,6 +515,34 @@ def test_real_server_with_two_workers(trained_ckpt, tmp_path):
     assert log.count("Started server process") >= 2 and "Traceback" not in log
 
 
+def test_worker_connections_have_nagle_off(monkeypatch):
+    """--workers N: uvicorn's supervisor makes the listening socket without a protocol number, so asyncio
+    leaves Nagle's algorithm on for its connections (every answer then waited 40 ms for a delayed ACK);
+    NoDelayHTTP turns it off."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    from tangpoem.serve import NoDelayHTTP
+
+    monkeypatch.setattr(AutoHTTPProtocol, "connection_made", lambda self, transport: None)  # only the socket here
+
+    class Transport:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def get_extra_info(self, name, default=None):
+            return self.sock if name == "socket" else default
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:  # as uvicorn's bind_socket makes it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as _client:
+            conn, _ = listener.accept()
+            with conn:
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+                NoDelayHTTP.__new__(NoDelayHTTP).connection_made(Transport(conn))
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 # ---------------------------------------------------------------- a real browser
 
 
