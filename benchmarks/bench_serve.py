@@ -172,6 +172,15 @@ class Server:
             self.proc.kill()
 
 
+def decoded_by(url: str, pid: int | None, tries: int = 40) -> dict | None:
+    """The health check's decoder counts from worker pid: each new connection may reach any worker."""
+    for _ in range(tries):
+        decoded = get(url + "/api/health")["decoded"]
+        if decoded.get("pid") == pid:
+            return decoded
+    return None
+
+
 def bench(url: str, pid: int | None, label: str, levels: list[int], requests: int, body: dict) -> list[dict]:
     health = get(url + "/api/health")
     m = health["model"]
@@ -186,8 +195,8 @@ def bench(url: str, pid: int | None, label: str, levels: list[int], requests: in
         before, decoded = rss_mb(pid), get(url + "/api/health")["decoded"]
         r = run_level(url, clients, requests, body)
         r["rss_before"], r["rss_after"] = before, rss_mb(pid)
-        now = get(url + "/api/health")["decoded"]  # with --workers N, one worker's (whichever answers)
-        batches = now["batches"] - decoded["batches"]
+        now = decoded_by(url, decoded.get("pid"))  # with --workers N, the same worker's
+        batches = now["batches"] - decoded["batches"] if now else 0
         per_batch = f"{(now['requests'] - decoded['requests']) / batches:.1f}" if batches > 0 else "n/a"
         fmt = lambda x: f"{x:.0f}" if x is not None else "n/a"  # noqa: E731
         print(f"{clients:>7} {r['requests']:>8} {r['errors']:>6} {r['p50']:>8.0f} {r['p95']:>8.0f} "

@@ -597,7 +597,8 @@ def create_app(settings: ServeSettings, poet: Poet | None = None) -> FastAPI:
             "backend": poet.backend,
             "limits": {"body_bytes": MAX_BODY, "text": MAX_TEXT, "rows_per_request": MAX_REQUEST_ROWS, **CAPS},
             "queue": {"waiting": decoder.jobs.qsize(), "capacity": settings.queue_size},
-            "decoded": {"requests": decoder.requests, "batches": decoder.batches},
+            # this process's decoder (with --workers N, whichever worker answered: pid says which)
+            "decoded": {"requests": decoder.requests, "batches": decoder.batches, "pid": os.getpid()},
             "version": __version__,
         }
 
