@@ -11,6 +11,8 @@
  * others) and check their inputs and allocations before writing anything.
  */
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,37 @@ int omp_get_thread_num(void);
 
 enum { TP_OK = 0, TP_BAD_LABEL = 1, TP_NO_MEMORY = 2 }; /* as native.py's OK, BAD_LABEL, NO_MEMORY */
 
+/* Signals are kept off every thread while it may run oneDNN's sgemm. Its JIT kernels (in the libdnnl of the
+ * Paddle wheels, 2.6 to 3.3 at least) point the stack pointer into a heap workspace while they run (oneDNN
+ * issue 4845, fixed upstream by PR 4855): a signal handler run on such a thread writes its frame into the
+ * heap. That is what Ctrl-C did to training: Python's SIGINT handler corrupted malloc's chunks, and the
+ * run died in free() before it could write its checkpoint. Blocked, a signal stays pending and is taken as
+ * soon as the call returns. The calling thread restores its mask on return; OpenMP's worker threads keep
+ * theirs blocked for good (they never run Python, whose handlers need only the main thread). Signals raised
+ * by a fault in the thread itself are left alone: blocking those would only turn a crash into a hang. */
+static __thread int worker_blocked;
+
+static void async_signals(sigset_t *set) {
+    sigfillset(set);
+    const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(set, faults[i]);
+}
+
+static void block_signals(sigset_t *old, int threads) {
+    sigset_t set;
+    async_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, old);
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        if (omp_get_thread_num() != 0 && !worker_blocked) {
+            pthread_sigmask(SIG_BLOCK, &set, NULL);
+            worker_blocked = 1;
+        }
+    }
+}
+
+static void restore_signals(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
+
 /* Labels index rows of `vocab` logits: one outside [0, vocab) would read and write past the buffer. */
 static int labels_in_range(const int64_t *labels, int64_t rows, int64_t vocab) {
     for (int64_t r = 0; r < rows; r++)
@@ -33,16 +66,33 @@ static int labels_in_range(const int64_t *labels, int64_t rows, int64_t vocab) {
 }
 
 /* C [m, n] = alpha * op(A) op(B) + beta * C, row-major; op(X) = X^T when its flag is set */
+#ifdef TP_PLAIN_GEMM
+/* A plain loop instead of oneDNN's: a sanitizer build (tests/test_sanitize.py) then checks every access
+ * of the products too, which the uninstrumented libdnnl would make unseen. */
+static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t p = 0; p < k; p++) acc += (ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
+            c[i * ldc + j] = alpha * acc + (beta == 0.0f ? 0.0f : beta * c[i * ldc + j]);
+        }
+}
+#else
 static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+#endif
 
 /* the same for Python (fastlstm's large products), on `threads` threads */
 void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda, const float *b,
           int64_t ldb, float beta, float *c, int64_t ldc, int threads) {
+    sigset_t mask;
+    block_signals(&mask, threads);
     omp_set_num_threads(threads);
     sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    restore_signals(&mask);
 }
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -106,7 +156,7 @@ int xent_grad(float *logits, const int64_t *labels, const float *bias, float *lo
  * logits = h w + b (h [n, H], w [H, V] as nn.Linear's weight), loss as in xent_grad. Writes the summed
  * loss to *total_out and dh [n, H]; adds into dw [H, V] and db [V] (zero them first). scratch: [chunk, V]
  * floats. Returns TP_BAD_LABEL (nothing written) when a label is outside [0, V). */
-int linear_xent(int64_t n, int64_t H, int64_t V, const float *h, const float *w, const float *b,
+static int linear_xent_unguarded(int64_t n, int64_t H, int64_t V, const float *h, const float *w, const float *b,
                 const int64_t *labels, float *dh, float *dw, float *db, float *scratch, int64_t chunk, int threads,
                 double *total_out) {
     if (!labels_in_range(labels, n, V)) return TP_BAD_LABEL;
@@ -130,8 +180,8 @@ int linear_xent(int64_t n, int64_t H, int64_t V, const float *h, const float *w,
 /* LSTM recurrence from a zero state.
  * gates [T, B, 4H]: on entry x_t W_ih^T (no bias); on exit the activated gates (i, f, g, o).
  * w_hh [4H, H], bias [4H] (b_ih + b_hh). Writes h [T, B, H] and c [T, B, H]. */
-void lstm_forward(int64_t T, int64_t B, int64_t H, float *gates, const float *w_hh, const float *bias, float *h,
-                  float *c, int threads) {
+static void lstm_forward_unguarded(int64_t T, int64_t B, int64_t H, float *gates, const float *w_hh,
+                                   const float *bias, float *h, float *c, int threads) {
     const int64_t G = 4 * H;
     omp_set_num_threads(threads);
     for (int64_t t = 0; t < T; t++) {
@@ -162,8 +212,8 @@ void lstm_forward(int64_t T, int64_t B, int64_t H, float *gates, const float *w_
  * scratch); gates and c are lstm_forward's. Writes dgates [T, B, 4H], the gradient with respect to the
  * pre-activations, from which the caller forms the weight, bias and input gradients as large products.
  * Returns TP_NO_MEMORY when its [B, H] scratch cannot be allocated. */
-int lstm_backward(int64_t T, int64_t B, int64_t H, const float *gates, const float *c, const float *w_hh,
-                  float *dout, float *dgates, int threads) {
+static int lstm_backward_unguarded(int64_t T, int64_t B, int64_t H, const float *gates, const float *c,
+                                   const float *w_hh, float *dout, float *dgates, int threads) {
     const int64_t G = 4 * H;
     float *dc_next = calloc((size_t)B * (size_t)H, sizeof(float));
     if (!dc_next) return TP_NO_MEMORY;
@@ -195,4 +245,31 @@ int lstm_backward(int64_t T, int64_t B, int64_t H, const float *gates, const flo
     }
     free(dc_next);
     return TP_OK;
+}
+
+/* The entry points that run sgemm, each with signals blocked while it does (see block_signals). */
+int linear_xent(int64_t n, int64_t H, int64_t V, const float *h, const float *w, const float *b, const int64_t *labels,
+                float *dh, float *dw, float *db, float *scratch, int64_t chunk, int threads, double *total_out) {
+    sigset_t mask;
+    block_signals(&mask, threads);
+    const int status = linear_xent_unguarded(n, H, V, h, w, b, labels, dh, dw, db, scratch, chunk, threads, total_out);
+    restore_signals(&mask);
+    return status;
+}
+
+void lstm_forward(int64_t T, int64_t B, int64_t H, float *gates, const float *w_hh, const float *bias, float *h,
+                  float *c, int threads) {
+    sigset_t mask;
+    block_signals(&mask, threads);
+    lstm_forward_unguarded(T, B, H, gates, w_hh, bias, h, c, threads);
+    restore_signals(&mask);
+}
+
+int lstm_backward(int64_t T, int64_t B, int64_t H, const float *gates, const float *c, const float *w_hh,
+                  float *dout, float *dgates, int threads) {
+    sigset_t mask;
+    block_signals(&mask, threads);
+    const int status = lstm_backward_unguarded(T, B, H, gates, c, w_hh, dout, dgates, threads);
+    restore_signals(&mask);
+    return status;
 }

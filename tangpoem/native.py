@@ -16,6 +16,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-fopenmp"]
+EXTRA_CFLAGS = "TANGPOEM_KERNEL_CFLAGS"  # more flags, after CFLAGS: the tests build the kernels with sanitizers
 
 _p, _i64, _int, _dp = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.POINTER(ctypes.c_double)
 DNNL = "libdnnl.so.3"  # oneDNN inside the Paddle wheel (2.6 and 3.x): its sgemm and the libgomp it uses
@@ -110,6 +112,11 @@ def _remove_other_libraries(keep: Path) -> None:
                 pass
 
 
+def cflags() -> list[str]:
+    """The flags the kernels are compiled and linked with: CFLAGS, then $TANGPOEM_KERNEL_CFLAGS."""
+    return CFLAGS + shlex.split(os.environ.get(EXTRA_CFLAGS, ""))
+
+
 def _build(libs: Path, out: Path) -> None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -118,8 +125,9 @@ def _build(libs: Path, out: Path) -> None:
         obj, lib = os.path.join(tmp, "kernels.o"), os.path.join(tmp, out.name)
         # OpenMP from gcc's libgomp, the runtime oneDNN uses: one thread pool for the cell loops and the
         # products (two pools spin against each other on a small machine)
-        subprocess.run([cc, *CFLAGS, "-c", str(SOURCE), "-o", obj], check=True, capture_output=True)
-        link = [cc, "-shared", "-fopenmp", obj, "-o", lib, str(libs / DNNL), "-lm", f"-Wl,-rpath,{libs}"]
+        flags = cflags()
+        subprocess.run([cc, *flags, "-c", str(SOURCE), "-o", obj], check=True, capture_output=True)
+        link = [cc, "-shared", *flags, obj, "-o", lib, str(libs / DNNL), "-lm", f"-Wl,-rpath,{libs}"]
         subprocess.run(link, check=True, capture_output=True)
         os.chmod(lib, 0o700)  # not the umask's: a group-writable library would be refused next time
         os.replace(lib, out)  # atomic: a concurrent process sees the old file or the whole new one
@@ -133,7 +141,7 @@ def library_path(libs: Path) -> Path:
     """Where the kernels built against the wheel's library folder `libs` are cached:
     kernels-{the wheel folder and CPU}-{the source and flags}.so."""
     wheel = hashlib.sha256(b"\0".join([bytes(libs), _cpu_id().encode()])).hexdigest()[:8]
-    source = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(CFLAGS).encode()])).hexdigest()[:12]
+    source = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(cflags()).encode()])).hexdigest()[:12]
     return cache_dir() / f"kernels-{wheel}-{source}.so"
 
 
