@@ -146,6 +146,9 @@ def with_mask(batches, poems):
 
 
 def paddle_worker(args) -> dict:
+    from tangpoem.device import prepare_command
+
+    prepare_command()  # as tangpoem.train: idle OpenMP threads sleep (set before Paddle loads)
     import paddle
 
     from tangpoem.device import set_threads

@@ -1,13 +1,7 @@
-"""tangpoem: train a character-level LSTM on Tang poems and write new ones with PaddlePaddle."""
+"""tangpoem: train a character-level LSTM on Tang poems and write new ones with PaddlePaddle.
+
+Importing it changes nothing in the process: the commands (`python -m tangpoem.X`) set up threads and
+warnings themselves (`device.prepare_command`).
+"""
 
 __version__ = "0.1.0"
-
-import warnings
-
-from tangpoem.device import quiet_idle_threads
-
-# before Paddle's import loads its OpenMP runtimes (see device.quiet_idle_threads)
-quiet_idle_threads()
-
-# Paddle warns about a missing C++ compiler cache on every import; it only matters for custom ops.
-warnings.filterwarnings("ignore", message="No ccache found")

@@ -230,6 +230,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     from safetensors import SafetensorError, safe_open
 
     path = str(path)
+    if not path.strip():
+        raise TangpoemError("no checkpoint named (--model-path is empty); give a checkpoint's path, or 'bundled'")
     if path == BUNDLED_NAME:
         if not BUNDLED.is_file():
             raise TangpoemError(f"this installation has no bundled model ({BUNDLED} is missing); reinstall tangpoem")
@@ -269,6 +271,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TangpoemError(f"{path}: checkpoint metadata is incomplete ({err})") from None
     if len(vocab) != config.vocab_size:
         raise TangpoemError(f"{path}: vocabulary of {len(vocab)} does not match the model's {config.vocab_size}")
+    if not all(isinstance(word, str) for word in vocab) or len(set(vocab)) != len(vocab):
+        repeated = sorted({w for w in vocab if vocab.count(w) > 1}, key=str)[:5] if len(vocab) < 100_000 else []
+        raise TangpoemError(
+            f"{path}: its vocabulary is damaged (entries that are not text, or repeated: {repeated}); "
+            "a token must have one id. Use another checkpoint"
+        )
     storage = header.pop("storage", None)
     if storage is not None:
         _check_model_config(path, config)

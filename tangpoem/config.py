@@ -224,6 +224,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _is_unicode(text: str) -> bool:
+    """False for text with lone surrogates: what Python makes of command-line bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_value(name: str, value: Any) -> Any:
     """The value as the field's type, within its range; a TangpoemError naming the flag otherwise."""
     f = FIELDS[name]
@@ -241,6 +250,11 @@ def check_value(name: str, value: Any) -> Any:
         raise TangpoemError(f"setting '{name}' must be a {kind}, got {value!r}")
     if kind == "float":
         value = float(value)
+    if kind == "str" and not _is_unicode(value):
+        raise TangpoemError(
+            f"{flag} is not UTF-8 text (the terminal sent other bytes, e.g. GBK); switch the terminal to UTF-8 "
+            "(e.g. LANG=C.UTF-8) and type it again"
+        )
     lo, hi = f.metadata["range"]
     if kind in ("int", "float") and not (
         math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)

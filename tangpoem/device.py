@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 _cpu_threads = 1  # Paddle's own default until set_threads is called
@@ -78,11 +79,21 @@ def quiet_idle_threads() -> None:
     after a parallel region (libiomp5 for 200 ms), so on a small machine one pool's idle threads take
     the cores the other pool's working threads need: a training step of configs/cpu.toml took 0.7 s
     instead of 0.35 s on a 2-core machine. Both runtimes read these variables when they load, so this
-    must run before `import paddle` (tangpoem's __init__ calls it); set_threads repeats the libiomp5
+    must run before `import paddle` (each command calls it first, `prepare_command`); set_threads repeats the libiomp5
     part at run time for a process that imported paddle first.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+
+def prepare_command() -> None:
+    """What a command sets up in its own process before Paddle loads; importing tangpoem sets up nothing.
+
+    Idle OpenMP threads sleep (`quiet_idle_threads`), and Paddle's import-time warning that no C++ compiler
+    cache was found (it matters only for building custom ops) is not shown.
+    """
+    quiet_idle_threads()
+    warnings.filterwarnings("ignore", message="No ccache found")
 
 
 def set_threads(num_threads: int = 0) -> int:

@@ -12,6 +12,33 @@ class TangpoemError(Exception):
     """A problem with the user's input or files: the message says what is wrong and how to fix it."""
 
 
+def excerpt(text: str, limit: int = 30) -> str:
+    """User text as an error message quotes it: at most `limit` characters, then how long it was, so that a
+    pasted page still gives a one-line error."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def write_chinese_or_utf8() -> None:
+    """Standard output and error that cannot encode Chinese (PYTHONIOENCODING=ascii, a redirect under a
+    non-UTF-8 locale) would end a command in UnicodeEncodeError: they write UTF-8 instead, with one note."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if encoding is None or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            "诗，。".encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            stream.reconfigure(encoding="utf-8")
+            changed.append(f"{stream.name.strip('<>')} ({encoding})")
+    if changed:
+        print(
+            f"note: {' and '.join(changed)} cannot write Chinese; writing UTF-8 (set PYTHONIOENCODING=utf-8 or a "
+            "UTF-8 locale, e.g. LANG=C.UTF-8, to match)",
+            file=sys.stderr,
+        )
+
+
 def cli_main(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
     """Wrap a command's main(argv): a TangpoemError becomes one line on stderr and exit status 2.
 
@@ -20,6 +47,7 @@ def cli_main(main: Callable[[list[str] | None], int | None]) -> Callable[[list[s
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
+        write_chinese_or_utf8()
         args = sys.argv[1:] if argv is None else list(argv)
         debug = "--debug" in args
         args = [a for a in args if a != "--debug"]

@@ -27,6 +27,11 @@ of all the poems given (a poem that is not an even number of 5- or 7-character l
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: its process is set up before Paddle loads (device.prepare_command)
+    from tangpoem.device import prepare_command
+
+    prepare_command()
+
 import json
 import math
 import re

@@ -13,6 +13,11 @@ export cut short leaves no meta, and the generator refuses a step without one.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: its process is set up before Paddle loads (device.prepare_command)
+    from tangpoem.device import prepare_command
+
+    prepare_command()
+
 import json
 import os
 import shutil
@@ -24,7 +29,7 @@ from tangpoem.checkpoint import Checkpoint, load_checkpoint
 from tangpoem.config import COMMANDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.data import atomic_write
 from tangpoem.errors import TangpoemError, cli_main
-from tangpoem.generate import EXPORT_FORMAT, exported_files, vocab_hash
+from tangpoem.generate import EXPORT_FORMAT, exported_files, file_record, vocab_hash
 
 
 def export_step(ckpt: Checkpoint, out: str) -> list[str]:
@@ -81,6 +86,7 @@ def export_step(ckpt: Checkpoint, out: str) -> list[str]:
         "model": cfg.to_dict(),
         "vocab_sha256": vocab_hash(ckpt.vocab),
         "checkpoint": os.path.abspath(ckpt.path),
+        "files": {Path(path).suffix: file_record(path) for path in written},  # checked before a predictor loads them
     }
     atomic_write(out + ".meta.json", lambda f: f.write(json.dumps(meta, ensure_ascii=False, indent=1).encode()))
     return [*written, out + ".meta.json"]

@@ -31,6 +31,11 @@ The network runs on one of three interchangeable steps that give the same logits
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: its process is set up before Paddle loads (device.prepare_command)
+    from tangpoem.device import prepare_command
+
+    prepare_command()
+
 import hashlib
 import json
 import os
@@ -44,7 +49,7 @@ import numpy as np
 from tangpoem.checkpoint import Checkpoint, load_checkpoint
 from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, check_value, parse_config_args
 from tangpoem.device import set_blas_threads, usable_cpus
-from tangpoem.errors import TangpoemError, cli_main
+from tangpoem.errors import TangpoemError, cli_main, excerpt
 from tangpoem.forms import (
     LINE_ENDS,
     SENTENCE_ENDS,
@@ -302,6 +307,15 @@ def exported_files(path: str) -> tuple[str, str] | None:
     return None
 
 
+def file_record(path: str) -> dict[str, Any]:
+    """Size and sha256 of an exported file, as the export's meta file records them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
 class InferenceStep:
     """The step exported by `tangpoem.export`, run by a Paddle Inference predictor; (h, c) in numpy."""
 
@@ -325,6 +339,13 @@ class InferenceStep:
                 f"the step at {path} was exported from {meta.get('checkpoint', 'another checkpoint')}, "
                 f"whose model or vocabulary differs from {ckpt.path}; export this checkpoint or pass that one"
             )
+        for suffix, want in meta.get("files", {}).items():  # Paddle runs a truncated .pdiparams without a word
+            if not os.path.isfile(path + suffix) or file_record(path + suffix) != want:
+                raise TangpoemError(
+                    f"the exported step at {path} cannot be loaded ({path}{suffix} is not the file the export "
+                    f"wrote: damaged or replaced); export it again with "
+                    f"`python -m tangpoem.export --model-path {ckpt.path} --out {path}`"
+                )
         config = pi.Config(*files)
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(num_threads)
@@ -334,7 +355,14 @@ class InferenceStep:
         else:
             config.disable_mkldnn()
         config.disable_glog_info()
-        self.predictor = pi.create_predictor(config)
+        try:
+            self.predictor = pi.create_predictor(config)
+        except (RuntimeError, ValueError, OSError) as err:  # a truncated or foreign file: Paddle says it in C++
+            reason = str(err).strip().splitlines()[0][:200]
+            raise TangpoemError(
+                f"the exported step at {path} cannot be loaded ({reason}); export it again with "
+                f"`python -m tangpoem.export --model-path {ckpt.path} --out {path}`"
+            ) from None
         names = self.predictor.get_input_names()
         self.inputs = {n: self.predictor.get_input_handle(n) for n in names}
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
@@ -772,7 +800,8 @@ class Poet:
     def encode(self, text: str, what: str) -> list[int]:
         missing = [ch for ch in dict.fromkeys(text) if ch not in self.classes.word2ix]
         if missing:
-            named = ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in missing)
+            named = ", ".join(f"'{ch}' (U+{ord(ch):04X})" for ch in missing[:8])
+            named += f" and {len(missing) - 8} more" if len(missing) > 8 else ""
             raise TangpoemError(f"{what}: not in the model's vocabulary: {named}; use other characters")
         return [self.classes.word2ix[ch] for ch in text]
 
@@ -893,6 +922,7 @@ class Poet:
     def _check_given(self, rules: Rules, given: list[int], words: str) -> None:
         """Start words are forced, not sampled: they must already obey the rules, or we say where not."""
         st = rules.new_state()
+        words = excerpt(words)
         for i, token in enumerate(given):
             if st.done and st.ended == "max_gen_len":
                 raise TangpoemError(f"--max-gen-len {rules.max_len} is shorter than the start words '{words}'")

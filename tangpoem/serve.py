@@ -24,7 +24,13 @@ own checks; both answer 422 with the message and the field it concerns (`detail`
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: its process is set up before Paddle loads (device.prepare_command)
+    from tangpoem.device import prepare_command
+
+    prepare_command()
+
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -660,6 +666,26 @@ def host_warning(host: str) -> str | None:
     )
 
 
+def check_listen_address(host: str, port: int) -> None:
+    """A host that does not resolve or a port already taken is one line before uvicorn starts (uvicorn says it
+    in six log lines and exits 3). Bound and released at once: the server binds it again a moment later."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as err:
+        raise TangpoemError(f"--host {host} is not an address of this machine ({err}); try --host 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise TangpoemError(
+                    f"port {port} on {host} is already in use (another server?); choose another, e.g. --port {port + 1}"
+                ) from None
+            raise TangpoemError(f"cannot listen on {host}:{port} ({err.strerror}); try --host 127.0.0.1") from None
+
+
 SETTINGS = COMMANDS["tangpoem.serve"]
 DEFAULTS = {"num_threads": 1}
 
@@ -699,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     # as `generate`: a named checkpoint must exist; else the configured one, your newest, then the bundled model
     path = cfg.model_path if "model_path" in vars(args) else choose_model(cfg)
     settings = ServeSettings(path, cfg.num_threads, args.queue, cors=args.cors, gather_ms=args.gather_ms)
+    check_listen_address(args.host, args.port)
     warning = host_warning(args.host)
     if warning:
         print(warning, file=sys.stderr)

@@ -12,7 +12,9 @@ Checkpoints (`tangpoem.checkpoint`: safetensors weights + JSON, and `PATH.traine
 - `{model_prefix}.{N}` after epoch N is complete (1-based, as the tutorial's `model.params.N`);
 - `{model_prefix}.step{S}` when training stops inside an epoch: `--max-steps`, `--max-minutes`,
   Ctrl-C (SIGINT) or SIGTERM. S is the global step. Each stop writes a new file and only then deletes
-  the older `.step*` files of the prefix, so an interrupted save always leaves the previous checkpoint.
+  the run's step checkpoints older than its two newest (`KEEP_STEP_CHECKPOINTS`; epoch checkpoints are
+  all kept), so an interrupted save always leaves the previous checkpoint; only files whose metadata
+  shows them to be this run's step checkpoints are ever deleted.
 The metadata holds `epoch` (epochs completed), `step_in_epoch` (batches done in the next one),
 `global_step`, `world_size`, `run` (an id the run keeps across resumes) and the whole training config;
 the trainer state holds the optimizer's state and the AMP scaler's. `--resume latest`
@@ -47,6 +49,10 @@ from pathlib import Path
 if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     # run as a script (`launch ... tangpoem/train.py`): keep tangpoem/data.py etc. from shadowing real modules
     sys.path.pop(0)
+if __name__ == "__main__":  # a command: its process is set up before Paddle loads (device.prepare_command)
+    from tangpoem.device import prepare_command
+
+    prepare_command()
 
 import math  # noqa: E402
 import os  # noqa: E402
@@ -264,6 +270,11 @@ def _resume_path(cfg: Config) -> str:
                 "check --model-prefix, or start without --resume"
             )
         return path
+    if not Path(cfg.resume).is_file():
+        raise TangpoemError(
+            f"--resume {cfg.resume}: no such checkpoint; give --resume latest (the newest checkpoint of "
+            f"--model-prefix {cfg.model_prefix}) or the path of a checkpoint file"
+        )
     return cfg.resume
 
 
@@ -287,6 +298,15 @@ def _check_resumable(ckpt, cfg: Config, poems: PoemData, mcfg: ModelConfig, worl
             )
 
 
+def _check_prefix_names_files(prefix: str) -> None:
+    """PREFIX.N and PREFIX.stepS need a file name in PREFIX: '' or 'dir/' would write hidden '.step3' files."""
+    if not prefix or prefix.endswith(("/", os.sep)) or Path(prefix).name in ("", ".", ".."):
+        raise TangpoemError(
+            f"--model-prefix '{prefix}' names no file; give a folder and a name, e.g. --model-prefix "
+            f"{Path(prefix or 'work/checkpoints') / 'model'} (checkpoints are then model.1, model.step300, ...)"
+        )
+
+
 def _check_prefix_is_this_runs(prefix: str, run_id: str, resuming: bool) -> None:
     """A prefix holds one run's checkpoints: writing a second run's there would overwrite its epoch files
     and let `--resume latest` pick either run's."""
@@ -300,15 +320,24 @@ def _check_prefix_is_this_runs(prefix: str, run_id: str, resuming: bool) -> None
         )
 
 
-def _remove_older_step_checkpoints(prefix: str, keep: str, global_step: int) -> None:
-    """Step checkpoints are superseded by any later checkpoint of the same prefix."""
-    base = Path(prefix)
-    pattern = re.compile(re.escape(base.name) + r"\.step(\d+)$")
-    for path in base.parent.glob(base.name + ".step*"):
-        m = pattern.match(path.name)
-        if m and int(m.group(1)) < global_step and str(path) != keep:
-            path.unlink(missing_ok=True)
-            Path(str(path) + TRAINER_SUFFIX).unlink(missing_ok=True)
+KEEP_STEP_CHECKPOINTS = 2  # the one a stop just wrote and the one before it (the last stop's, which was reported)
+
+
+def _remove_older_step_checkpoints(prefix: str, run_id: str, keep: str) -> None:
+    """A run keeps its epoch checkpoints and its KEEP_STEP_CHECKPOINTS newest step checkpoints; older step
+    checkpoints are superseded and deleted, with a line saying so. Only files whose metadata shows them to be
+    this run's step checkpoints are ever deleted: notes, other runs' files and anything else stay."""
+    pattern = re.compile(re.escape(Path(prefix).name) + r"\.step\d+$")
+    mine = sorted(
+        ((int(meta.get("global_step", -1)), path) for path, meta in prefix_checkpoints(prefix)
+         if meta.get("run") == run_id and pattern.match(Path(path).name)),
+        reverse=True,
+    )  # fmt: skip
+    for _, path in mine[KEEP_STEP_CHECKPOINTS:]:
+        if path != keep:
+            Path(path).unlink(missing_ok=True)
+            Path(path + TRAINER_SUFFIX).unlink(missing_ok=True)
+            print(f"removed the superseded step checkpoint {path} (kept: {keep})", file=sys.stderr)
 
 
 class _Logger:
@@ -365,6 +394,7 @@ class Run:
         self.started = time.monotonic()
         self.machine = machine()  # for every checkpoint's record: read once
         if self.main_rank:
+            _check_prefix_names_files(cfg.model_prefix)
             writable_folder(Path(cfg.model_prefix).parent, "checkpoint")
             writable_folder(cfg.log_dir, "log")
             _check_prefix_is_this_runs(cfg.model_prefix, self.run_id, ckpt is not None)
@@ -519,7 +549,7 @@ class Run:
                 "global_step": self.global_step,
             }
             save_checkpoint(path, self.model, self.poems.ix2word, meta, trainer_state)
-            _remove_older_step_checkpoints(self.cfg.model_prefix, path, self.global_step)
+            _remove_older_step_checkpoints(self.cfg.model_prefix, self.run_id, path)
         self.result.checkpoint = path
 
     def finish(self) -> TrainResult:

@@ -34,11 +34,35 @@ def files(tmp_path_factory) -> dict[str, str]:
     (bad / "latin1.toml").write_bytes('start_words = "春风"\n'.encode("gb18030"))
     (bad / "poems.txt").write_bytes("白日依山尽，黄河入海流。".encode("gbk"))
     (bad / "a_file").write_text("not a folder", encoding="utf-8")
+    _write_repeated_vocabulary(ckpt, bad / "repeated_vocab.ckpt")
+    _write_damaged_export(ckpt, bad / "export")
     return {
         "npz": str(npz), "ckpt": str(ckpt), "corpus": str(corpus),
         **{p.name.replace(".", "_"): str(p) for p in bad.iterdir()},
-        "root": str(root),
+        "root": str(root), "nothing": "",
     }  # fmt: skip
+
+
+def _write_repeated_vocabulary(ckpt: str, out: Path) -> None:
+    """The checkpoint with its second token renamed to its first: two ids for one character."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(ckpt, framework="np") as f:
+        header = json.loads(f.metadata()["tangpoem"])
+    header["vocab"][1] = header["vocab"][0]
+    save_file(load_file(ckpt), str(out), metadata={"tangpoem": json.dumps(header, ensure_ascii=False)})
+
+
+def _write_damaged_export(ckpt: str, folder: Path) -> None:
+    """`tangpoem.export` of the checkpoint, its parameters file then cut short (an interrupted copy)."""
+    from tangpoem.export import main as export
+
+    assert export(["--model-path", ckpt, "--out", str(folder / "step")]) == 0
+    params = folder / "step.pdiparams"
+    params.write_bytes(params.read_bytes()[: params.stat().st_size // 2])
 
 
 CASES = [  # (command, arguments with {placeholders}, what the line must say)
@@ -75,7 +99,10 @@ CASES = [  # (command, arguments with {placeholders}, what the line must say)
     ("train", "--data-path {npz} -c {folder_toml}", "is a folder"),
     ("train", "--data-path {npz} -c {root}/missing.toml", "not found"),
     ("train", "--data-path {npz} --model-prefix {a_file}/m", "cannot create the checkpoint folder"),
-    ("train", "--data-path {npz} --resume {root}/missing.ckpt", "not found"),
+    ("train", "--data-path {npz} --resume {root}/missing.ckpt", "no such checkpoint; give --resume latest"),
+    ("train", "--data-path {npz} --resume lastest", "no such checkpoint; give --resume latest"),
+    ("train", "--data-path {npz} --model-prefix {root}/checkpoints/", "names no file"),
+    ("train", "--data-path {npz} --model-prefix {nothing}", "names no file"),
     ("evaluate", "--model-path {root}/missing --data-path {npz}", "not found"),
     ("evaluate", "--model-path {folder} --data-path {npz}", "is a directory"),
     ("evaluate", "--model-path {empty} --data-path {npz}", "not a tangpoem checkpoint"),
@@ -85,6 +112,9 @@ CASES = [  # (command, arguments with {placeholders}, what the line must say)
     ("evaluate", "--model-path {ckpt} --data-path {npz} --samples -1", "--samples must be between 0"),
     ("evaluate", "--poems {poems_txt} --data-path {npz}", "not UTF-8"),
     ("generate", "--model-path {root}/missing", "not found"),
+    ("generate", "--model-path {nothing}", "--model-path is empty"),
+    ("generate", "--model-path {repeated_vocab_ckpt}", "its vocabulary is damaged"),
+    ("generate", "--model-path {ckpt} --inference {export}/step --start-words 山", "cannot be loaded"),
     ("generate", "--model-path {folder}", "is a directory"),
     ("generate", "--model-path {empty}", "not a tangpoem checkpoint"),
     ("generate", "--model-path {truncated_ckpt}", "is truncated"),
@@ -108,7 +138,7 @@ def _listing(root: str) -> set[str]:
 
 @pytest.mark.parametrize("command, args, message", CASES, ids=[f"{c} {a}" for c, a, _ in CASES])
 def test_bad_input_gets_one_line_and_exit_2(files, capsys, command, args, message):
-    argv = [a.format(**files) if "{" in a else a for a in args.split()]
+    argv = [a.format(**files) if "{" in a else a for a in args.split()]  # {nothing}: an empty argument
     if command in ("train", "evaluate"):
         argv += ["--no-use-gpu"]
     if command == "generate":  # the default prefix words are not in the tiny model's vocabulary
@@ -122,3 +152,57 @@ def test_bad_input_gets_one_line_and_exit_2(files, capsys, command, args, messag
     assert message in err, err
     assert _listing(files["root"]) == before, "a file was left behind"
     shutil.rmtree(Path(files["root"]) / "export", ignore_errors=True)
+
+
+def test_an_overlong_text_is_quoted_short(files, capsys):
+    from tangpoem.generate import main
+
+    assert main(["--model-path", files["ckpt"], "--prefix-words", "", "--start-words", "山水风月，" * 600]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 300 and "(3,000 characters)" in err, err
+
+
+# ---------------------------------------------------------------- what a terminal or the system gets wrong
+
+
+def _run(module: str, *args: str | bytes, env: dict | None = None, timeout: float = 120):
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, timeout=timeout, env=full_env)
+
+
+@pytest.mark.parametrize("flag", ["--start-words", "--prefix-words", "--template"])
+def test_text_typed_in_a_gbk_terminal_is_named_not_a_traceback(files, flag):
+    done = _run("tangpoem.generate", "--model-path", files["ckpt"], flag, "春风".encode("gbk"))
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err, err
+    assert err.startswith(f"error: {flag} is not UTF-8 text") and err.count("\n") == 1, err
+
+
+def test_poems_reach_an_output_that_cannot_encode_chinese(files):
+    """PYTHONIOENCODING=ascii (or a redirect under a C locale): the poems are written in UTF-8 with one note."""
+    done = _run("tangpoem.generate", "--model-path", files["ckpt"], "--prefix-words", "", "--start-words", "山水",
+                "--seed", "3", env={"PYTHONIOENCODING": "ascii"})  # fmt: skip
+    err = done.stderr.decode()
+    assert done.returncode == 0 and "Traceback" not in err, err
+    assert done.stdout.decode("utf-8").startswith("山水") and "writing UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    "host, message", [("127.0.0.1", "is already in use"), ("no-such-host.invalid", "is not an address")]
+)
+def test_serve_on_a_taken_port_or_an_unknown_host_is_one_line(files, host, message):
+    import socket
+
+    pytest.importorskip("uvicorn")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _run("tangpoem.serve", "--model-path", files["ckpt"], "--host", host, "--port", str(port))
+    err = done.stderr.decode()
+    assert done.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert message in err and ("--port" in err or "--host" in err), err

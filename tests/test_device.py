@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,20 @@ def test_usable_cpus_follows_the_real_affinity():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "1"
     assert 1 <= usable_cpus() <= len(device.os.sched_getaffinity(0))
+
+
+def test_importing_tangpoem_changes_no_global_state():
+    """Threads' environment variables and warning filters are the commands' business (device.prepare_command),
+    not a side effect of `import tangpoem` in someone else's program."""
+    script = (
+        "import os, warnings\n"
+        "import numpy  # its own filters are not tangpoem's\n"
+        "env, filters = dict(os.environ), list(warnings.filters)\n"
+        "import tangpoem, tangpoem.config, tangpoem.generate, tangpoem.prosody\n"
+        "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
+        "assert list(warnings.filters) == filters, warnings.filters[: len(warnings.filters) - len(filters)]\n"
+        "print('unchanged')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout == "unchanged\n", done.stderr

@@ -180,8 +180,9 @@ def test_stopped_and_resumed_equals_uninterrupted(small_npz, tmp_path):
     second = run_to(cfg, resume="latest", max_steps=19)
     assert second.checkpoint.endswith("m.1")  # stopped at the epoch's last step: the epoch checkpoint
     third = run_to(cfg, resume="latest", max_steps=30)
-    assert not (tmp_path / "parts" / "m.step7").exists()  # superseded step checkpoints are removed
+    assert (tmp_path / "parts" / "m.step7").exists()  # one of the run's two newest step checkpoints
     last = run_to(cfg, resume=third.checkpoint, max_steps=45)
+    assert not (tmp_path / "parts" / "m.step7").exists() and (tmp_path / "parts" / "m.step30").exists()
     assert last.global_step == whole.global_step == 45
     assert whole.losses[30:] == pytest.approx(last.losses, rel=1e-5)
     a, b = weights(whole.checkpoint), weights(last.checkpoint)
@@ -276,6 +277,20 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint(small_npz, tmp_path,
     assert not (tmp_path / "m.step8").exists()
     # and training goes on from it
     assert train(tiny_config(small_npz, tmp_path / "m", max_steps=8, resume="latest")).endswith("m.step8")
+
+
+def test_resuming_deletes_only_the_runs_own_superseded_step_checkpoints(small_npz, tmp_path, capsys):
+    """Each stop keeps the run's two newest step checkpoints (the one the last stop reported stays) and every
+    epoch checkpoint; a file under the prefix that is not this run's checkpoint is never touched."""
+    notes = tmp_path / "m.step2"  # a name the run's own step checkpoints could have
+    notes.write_text("lr 1e-2 looked too high; try 5e-3", encoding="utf-8")
+    cfg = tiny_config(small_npz, tmp_path / "m", max_steps=3)
+    stops = [train(cfg)] + [train(tiny_config(small_npz, tmp_path / "m", max_steps=n, resume="latest")) for n in (5, 7)]
+    assert [Path(p).name for p in stops] == ["m.step3", "m.step5", "m.step7"]
+    assert not Path(stops[0]).exists() and not Path(stops[0] + ".trainer").exists()
+    assert Path(stops[1]).exists() and Path(stops[2]).exists()  # step 5 was reported by the stop before
+    assert f"removed the superseded step checkpoint {stops[0]}" in capsys.readouterr().err
+    assert notes.read_text(encoding="utf-8") == "lr 1e-2 looked too high; try 5e-3"
 
 
 # ---------------------------------------------------------------- refusals
