@@ -32,20 +32,21 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def skip_outside_ci(reason: str) -> NoReturn:
+def skip_outside_ci(reason: str, *, allow_module_level: bool = False) -> NoReturn:
     """Skip on a developer's machine; under CI fail, since there the missing piece is a broken setup that a skip
     would hide (a run that skipped the tests it is there for, green)."""
     if in_ci():
         pytest.fail(f"{reason} (CI=true: CI must have it, so this fails instead of skipping)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=allow_module_level)
 
 
 def importorskip_outside_ci(module: str, reason: str) -> ModuleType:
-    """`pytest.importorskip`, except that under CI a missing module (a dependency of the test extra) fails."""
+    """`pytest.importorskip` (in a test or at a module's top), except that under CI a missing module (a dependency
+    of the test or serve extra) fails."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        skip_outside_ci(f"{reason} ({error})")
+        skip_outside_ci(f"{reason} ({error})", allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
