@@ -647,10 +647,10 @@ def test_the_page_ships_in_the_wheel():
 
     from tangpoem.config import tomllib  # tomli on Python 3.10
 
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
-        "package-data"
-    ]["tangpoem"]
-    files = [p.relative_to(STATIC_DIR.parent).as_posix() for p in STATIC_DIR.iterdir()]
-    assert {"static/index.html", "static/app.css", "static/app.js"} <= set(files)
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert "tangpoem.static" in setuptools["packages"]
+    patterns = setuptools["package-data"]["tangpoem.static"]
+    files = [p.name for p in STATIC_DIR.iterdir()]
+    assert {"index.html", "app.css", "app.js"} <= set(files)
     for name in files:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
