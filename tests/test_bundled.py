@@ -31,7 +31,7 @@ def test_the_bundled_model_carries_its_record(bundled):
     assert record["heldout"] - record["heldout_float32"] < 0.01  # what the compact storage may cost
     assert BUNDLED.stat().st_size <= 16 * 1024 * 1024
     # the weights come back as float32, the shape the metadata describes (checked by the loader)
-    assert all(w.dtype.name == "float32" for w in bundled.weights.values())
+    assert bundled.weights and all(w.dtype.name == "float32" for w in bundled.weights.values())
 
 
 def test_its_vocabulary_is_a_fresh_builds(bundled, built_corpus):
@@ -51,7 +51,9 @@ def test_its_heldout_cross_entropy_is_the_recorded_one(bundled, built_corpus):
 @pytest.mark.parametrize("form", ["五绝", "七绝", "五律", "七律"])
 def test_it_writes_every_form_with_rhyme_and_tones(poet, form):
     length, count = {"五绝": (5, 4), "七绝": (7, 4), "五律": (5, 8), "七律": (7, 8)}[form]
-    for poem in poet.continue_poem("", form=form, tones=True, num_poems=6, seed=11):
+    poems = poet.continue_poem("", form=form, tones=True, num_poems=6, seed=11)
+    assert len(poems) == 6
+    for poem in poems:
         check_lines(poem, length, count)
         check_tones(poem)
         check_rhyme(poem)

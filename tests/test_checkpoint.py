@@ -138,6 +138,7 @@ def test_compact_checkpoints_load_as_float32_and_close(trained, tmp_path, storag
     assert back.meta["note"] == "compact" and back.vocab == ckpt.vocab and back.model_config == ckpt.model_config
     assert "storage" not in back.meta and set(back.weights) == set(ckpt.weights)
     tolerance = 2e-3 if storage == "float16" else 1 / 127
+    assert {"embeddings.weight", "linear.weight", "linear.bias"} <= set(ckpt.weights)  # the loop checks something
     for name, w in ckpt.weights.items():
         got = back.weights[name]
         assert got.dtype == np.float32 and got.shape == w.shape
