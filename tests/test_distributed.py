@@ -100,6 +100,7 @@ def test_two_process_data_parallel_stops_resumes_and_averages_gradients(tmp_path
     assert last.meta["global_step"] == end and last.meta["epoch"] == 1 and last.meta["step_in_epoch"] == 3
 
     want = reference_weights(npz, end)
+    assert want and set(want) == set(last.weights)  # every weight compared below
     for k, v in want.items():
         np.testing.assert_allclose(last.weights[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
 
