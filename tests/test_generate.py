@@ -69,6 +69,12 @@ def check_lines(poem, length: int | None, count: int | None, strict: bool = True
         assert ch != "□" and ch != "；"
 
 
+def written(poems: list, count: int) -> list:
+    """The poems a call wrote, once checked to be all `count` of them: a loop over none would check nothing."""
+    assert len(poems) == count, f"{len(poems)} poems, not {count}"
+    return poems
+
+
 def no_triples(text: str) -> bool:
     return all(not (a == b == c) for a, b, c in zip(text, text[1:], text[2:], strict=False))
 
@@ -88,7 +94,7 @@ def test_acrostic_heads_in_order_all_used(poet: Poet) -> None:
 @pytest.mark.parametrize("form", ["五绝", "qilv"])
 def test_acrostic_with_form_and_rhyme(poet: Poet, form: str) -> None:
     length, count = FORMS[{"qilv": "七律"}.get(form, form)]
-    for poem in poet.acrostic("春风十里", form=form, rhyme=True, num_poems=SEEDS, seed=7):
+    for poem in written(poet.acrostic("春风十里", form=form, rhyme=True, num_poems=SEEDS, seed=7), SEEDS):
         check_lines(poem, length, count)
         assert [line[0] for line in poem.lines[:4]] == list("春风十里"), poem.text
         check_rhyme(poem)
@@ -96,7 +102,7 @@ def test_acrostic_with_form_and_rhyme(poet: Poet, form: str) -> None:
 
 def test_acrostic_heads_with_punctuation_and_question_marks(poet: Poet) -> None:
     # A phrase written with punctuation: the marks are not heads.
-    poems = poet.acrostic("春风? 十里,", num_poems=4)
+    poems = written(poet.acrostic("春风? 十里,", num_poems=4), 4)
     assert all([line[0] for line in p.lines] == list("春风十里") for p in poems)
 
 
@@ -126,7 +132,7 @@ def check_tones(poem) -> None:
 def test_forms_exact(poet: Poet, form: str, rhyme: bool) -> None:
     name = {"wujue": "五绝", "qijue": "七绝", "wulv": "五律", "qilv": "七律"}.get(form, form)
     length, count = FORMS[name]
-    poems = poet.continue_poem("", form=form, rhyme=rhyme, num_poems=SEEDS // 2, seed=3)
+    poems = written(poet.continue_poem("", form=form, rhyme=rhyme, num_poems=SEEDS // 2, seed=3), SEEDS // 2)
     for poem in poems:
         check_lines(poem, length, count)
         assert poem.ended == "shape"
@@ -136,25 +142,25 @@ def test_forms_exact(poet: Poet, form: str, rhyme: bool) -> None:
 
 
 def test_line_length_and_lines(poet: Poet) -> None:
-    for poem in poet.continue_poem("", line_length=5, lines=6, num_poems=SEEDS, seed=1):
+    for poem in written(poet.continue_poem("", line_length=5, lines=6, num_poems=SEEDS, seed=1), SEEDS):
         check_lines(poem, 5, 6)
-    for poem in poet.continue_poem("", line_length=7, num_poems=SEEDS, seed=1, max_gen_len=64):
+    for poem in written(poet.continue_poem("", line_length=7, num_poems=SEEDS, seed=1, max_gen_len=64), SEEDS):
         check_lines(poem, 7, None)
         assert len(poem.lines) % 2 == 0
 
 
 def test_continuation_keeps_first_line_length(poet: Poet) -> None:
-    for poem in poet.continue_poem("老夫聊发少年狂,", num_poems=SEEDS, seed=5, max_gen_len=80):
+    for poem in written(poet.continue_poem("老夫聊发少年狂,", num_poems=SEEDS, seed=5, max_gen_len=80), SEEDS):
         assert poem.text.startswith("老夫聊发少年狂，"), poem.text
         check_lines(poem, 7, None, strict=False)
         assert len(poem.text) <= 80
     # The model may choose the first line's length, then keeps it.
-    for poem in poet.continue_poem("", num_poems=SEEDS, seed=5, max_gen_len=60):
+    for poem in written(poet.continue_poem("", num_poems=SEEDS, seed=5, max_gen_len=60), SEEDS):
         check_lines(poem, None, None, strict=False)
 
 
 def test_start_words_within_a_form(poet: Poet) -> None:
-    for poem in poet.continue_poem("床前明月光，疑是", form="五绝", num_poems=6):
+    for poem in written(poet.continue_poem("床前明月光，疑是", form="五绝", num_poems=6), 6):
         check_lines(poem, 5, 4)
         assert poem.text.startswith("床前明月光，疑是")
 
@@ -173,7 +179,7 @@ def test_prefix_words_never_appear(poet: Poet) -> None:
 
     poet.step.step = spy
     try:
-        poems = poet.continue_poem("春风", prefix_words=prefix, num_poems=SEEDS, seed=9, max_gen_len=60)
+        poems = written(poet.continue_poem("春风", prefix_words=prefix, num_poems=SEEDS, seed=9, max_gen_len=60), SEEDS)
     finally:
         del poet.step.step
     # Fed: <START>, the prefix (normalised), then the poem; printed: the poem only.
@@ -370,9 +376,9 @@ FORM_NAMES = ("五绝", "七绝", "五律", "七律")
 
 
 def test_forms_rhyme_by_default_and_no_rhyme_turns_it_off(poet: Poet) -> None:
-    for poem in poet.continue_poem("", form="七绝", num_poems=SEEDS, seed=11):
+    for poem in written(poet.continue_poem("", form="七绝", num_poems=SEEDS, seed=11), SEEDS):
         check_rhyme(poem)
-    assert all(not p.rhyme for p in poet.continue_poem("", form="七绝", rhyme=False, num_poems=4))
+    assert all(not p.rhyme for p in written(poet.continue_poem("", form="七绝", rhyme=False, num_poems=4), 4))
 
 
 @pytest.mark.parametrize("form", FORM_NAMES)
@@ -380,29 +386,29 @@ def test_forms_rhyme_by_default_and_no_rhyme_turns_it_off(poet: Poet) -> None:
 def test_tones_keep_every_rule(poet: Poet, form: str, num_poems: int) -> None:
     length, count = FORMS[form]
     for seed in range(0, 40, num_poems):
-        for poem in poet.continue_poem("", form=form, tones=True, num_poems=num_poems, seed=seed):
+        for poem in written(poet.continue_poem("", form=form, tones=True, num_poems=num_poems, seed=seed), num_poems):
             check_lines(poem, length, count)
             check_tones(poem)
             check_rhyme(poem)
 
 
 def test_tones_with_acrostic_template_and_start_words(poet: Poet) -> None:
-    for poem in poet.acrostic("春花秋月", form="七绝", tones=True, num_poems=SEEDS, seed=3):
+    for poem in written(poet.acrostic("春花秋月", form="七绝", tones=True, num_poems=SEEDS, seed=3), SEEDS):
         assert [line[0] for line in poem.lines] == list("春花秋月")
         check_tones(poem)
         check_rhyme(poem)
     template = "床前明月光，□□□□□。□□□□□，□□□□□。"
-    for poem in poet.fill(template, tones=True, num_poems=SEEDS, seed=5):
+    for poem in written(poet.fill(template, tones=True, num_poems=SEEDS, seed=5), SEEDS):
         assert poem.text.startswith("床前明月光，") and len(poem.text) == len(template)
         check_tones(poem)
-    for poem in poet.continue_poem("白日依山尽，", form="五绝", tones=True, num_poems=SEEDS, seed=8):
+    for poem in written(poet.continue_poem("白日依山尽，", form="五绝", tones=True, num_poems=SEEDS, seed=8), SEEDS):
         assert poem.text.startswith("白日依山尽，")
         check_tones(poem)
         assert poem.pattern == "仄起不入韵"  # the only pattern 白日依山尽 leaves
 
 
 def test_tones_without_a_form_on_five_or_seven_character_lines(poet: Poet) -> None:
-    for poem in poet.acrostic("夜月一帘幽梦", tones=True, num_poems=SEEDS, seed=2):
+    for poem in written(poet.acrostic("夜月一帘幽梦", tones=True, num_poems=SEEDS, seed=2), SEEDS):
         check_lines(poem, None, 6)
         assert len(poem.lines[0]) - 1 in (5, 7)
         check_tones(poem)
@@ -410,7 +416,7 @@ def test_tones_without_a_form_on_five_or_seven_character_lines(poet: Poet) -> No
 
 def test_pattern_names_a_pattern(poet: Poet) -> None:
     for name in prosody.PATTERN_NAMES:
-        for poem in poet.continue_poem("", form="五律", tones=True, pattern=name, num_poems=4, seed=1):
+        for poem in written(poet.continue_poem("", form="五律", tones=True, pattern=name, num_poems=4, seed=1), 4):
             assert poem.pattern == name and name in prosody.check_poem(poem.text).patterns
     with pytest.raises(TangpoemError, match="unknown tone pattern '平起'"):
         poet.continue_poem("", form="五律", tones=True, pattern="平起")
@@ -430,7 +436,7 @@ def test_given_characters_no_pattern_admits_are_named(poet: Poet) -> None:
 
 def test_template_keeps_its_characters_and_fills_the_blanks(poet: Poet) -> None:
     template = "□□□□□□□，□□□□□□□。□□□山□□□，□□□□□□□。"
-    for poem in poet.fill(template.replace("□", "_", 3).replace("□", "＿", 2), num_poems=SEEDS, seed=4):
+    for poem in written(poet.fill(template.replace("□", "_", 3).replace("□", "＿", 2), num_poems=SEEDS, seed=4), SEEDS):
         check_lines(poem, 7, 4)
         assert poem.lines[2][3] == "山"
         check_rhyme(poem)  # a template in a form's shape rhymes by default
@@ -458,20 +464,20 @@ def test_bad_templates_are_refused(poet: Poet, template: str, message: str) -> N
 
 
 def test_lines_have_five_or_seven_characters_unless_asked(poet: Poet) -> None:
-    for poem in poet.acrostic("夜月一帘幽梦春风十里柔情", num_poems=SEEDS, seed=6):
+    for poem in written(poet.acrostic("夜月一帘幽梦春风十里柔情", num_poems=SEEDS, seed=6), SEEDS):
         assert len(poem.lines[0]) - 1 in (5, 7), poem.text
         check_lines(poem, None, 12)
-    for poem in poet.continue_poem("", num_poems=SEEDS, seed=7, max_gen_len=80):
+    for poem in written(poet.continue_poem("", num_poems=SEEDS, seed=7, max_gen_len=80), SEEDS):
         assert len(poem.lines[0]) - 1 in (5, 7), poem.text
-    for poem in poet.acrostic("春夏秋冬", line_length=4, num_poems=4):
+    for poem in written(poet.acrostic("春夏秋冬", line_length=4, num_poems=4), 4):
         check_lines(poem, 4, 4)
 
 
 def test_max_gen_len_bounds_acrostics_and_lines(poet: Poet) -> None:
     heads = "夜月一帘幽梦春风十里柔情"  # 12 lines: 72 characters in 5-character lines, 96 in 7
-    for poem in poet.acrostic(heads, max_gen_len=80, num_poems=SEEDS, seed=1):
+    for poem in written(poet.acrostic(heads, max_gen_len=80, num_poems=SEEDS, seed=1), SEEDS):
         check_lines(poem, 5, 12)
-    for poem in poet.continue_poem("", lines=6, max_gen_len=40, num_poems=SEEDS, seed=1):
+    for poem in written(poet.continue_poem("", lines=6, max_gen_len=40, num_poems=SEEDS, seed=1), SEEDS):
         check_lines(poem, 5, 6)
     with pytest.raises(TangpoemError, match="--max-gen-len is 60"):
         poet.acrostic(heads, max_gen_len=60)
