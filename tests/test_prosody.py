@@ -146,10 +146,10 @@ def test_each_form_has_four_patterns_by_stick_and_oppose():
     )
     for length, lines in ((5, 4), (7, 4), (5, 8), (7, 8), (7, 12)):
         patterns = poem_patterns(length, lines)
-        assert tuple(p.name for p in patterns) == PATTERN_NAMES
+        assert tuple(p.name for p in patterns) == PATTERN_NAMES and len(patterns) == 4
         assert poem_patterns(length, lines) is patterns  # cached
         for p in patterns:
-            assert p.lines == lines and p.line_length == length
+            assert p.lines == lines == len(p.base) and p.line_length == length
             assert p.base[0][1] == ("P" if p.name.startswith("平") else "Z")
             assert p.first_line_rhymes == (p.name in ("平起入韵", "仄起入韵"))
             for i, base in enumerate(p.base):
@@ -164,6 +164,7 @@ def test_admitted_strings_are_exactly_the_rule_abiding_variants():
     assert set(admitted_strings("ZZPPZ")) == {"ZZPPZ", "PZPPZ", "ZZZPZ", "PZZPZ"}
     for length in (5, 7):
         fixed = (1, 3, 5, length - 1) if length == 7 else (1, 3, 4)
+        assert len(prosody.BASE_LINES[length]) == 4  # the four base lines A-D, each checked below
         for base in prosody.BASE_LINES[length].values():
             admitted = admitted_strings(base)
             assert base in admitted and len(set(admitted)) == len(admitted)
@@ -199,7 +200,7 @@ def test_regular_poems_keep_every_rule():
     for text, (form, name, group) in cases.items():
         c = check_poem(text)
         assert c.form == form and c.all_ok and c.tones_ok, text
-        assert all(c.rules().values()), c.rules()
+        assert len(c.rules()) == 5 and all(c.rules().values()), c.rules()
         assert c.pattern == name and c.rhyme_groups == (group,) and c.unknown == ()
 
 
@@ -267,7 +268,8 @@ def test_unknown_characters_count_as_wildcards():
 def test_shapes_the_rules_do_not_apply_to():
     for text in ("", "床前明月光", "床前明月，疑是地上。", "床前明月光，疑是地上霜。举头望明月，", "abcde，fghij。"):
         c = check_poem(text)
-        assert c.form is None and not c.regular and not any(c.rules().values()) and not c.tones_ok, text
+        assert c.form is None and not c.regular and not c.tones_ok, text
+        assert len(c.rules()) == 5 and not any(c.rules().values()), (text, c.rules())
     pair = check_poem("白日依山尽，黄河入海流。")
     assert pair.form is None and pair.regular and pair.rhyme and pair.tones_ok  # a couplet is checked
     assert check_poem(" 白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。 ").form == "五绝"  # whitespace ignored
