@@ -30,8 +30,8 @@ importorskip_outside_ci("starlette.testclient", "the tests need httpx2 (or httpx
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tangpoem.forms import FORMS  # noqa: E402
-from tangpoem.generate import Options, Poet  # noqa: E402
+from tangpoem.prosody import FORMS  # noqa: E402
+from tangpoem.generation import GenerationConfig, Poet  # noqa: E402
 from tangpoem.serve import (  # noqa: E402
     CAPS,
     MAX_BODY,
@@ -126,6 +126,7 @@ def test_aliases_tones_pattern_and_the_other_settings(client):
     status, a = post(client, body)
     assert status == 200, a
     assert a["settings"]["form"] == "七绝" and a["settings"]["temperature"] == 1.0
+    assert len(a["poems"]) == 2
     for p in a["poems"]:
         assert p["pattern"] == "平起入韵" and p["score"] is not None and "大漠" not in p["text"]
 
@@ -135,6 +136,7 @@ def test_replay_by_seed_and_same_as_the_python_api(client, poet):
     assert status == 200, a
     settings = a["settings"]
     assert isinstance(settings["seed"], int)  # a random seed, reported
+    assert len(a["poems"]) == 3
     for p in a["poems"]:
         status, again = post(client, {**settings, "seed": p["seed"], "num_poems": 1})
         assert status == 200 and again["poems"][0]["text"] == p["text"]
@@ -398,7 +400,9 @@ def test_page_docs_and_static_files(client):
         assert mode in r.text
     for name in ("app.js", "app.css"):
         assert client.get(f"/static/{name}").status_code == 200
-    for path in STATIC_DIR.iterdir():  # works offline: nothing from another site
+    files = sorted(STATIC_DIR.iterdir())
+    assert {"index.html", "app.js", "app.css"} <= {path.name for path in files}
+    for path in files:  # works offline: nothing from another site
         assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", path.read_text(encoding="utf-8")), path
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()["components"]["schemas"]["PoemRequest"]["properties"]
