@@ -186,6 +186,7 @@ def test_stopped_and_resumed_equals_uninterrupted(small_npz, tmp_path):
     assert last.global_step == whole.global_step == 45
     assert whole.losses[30:] == pytest.approx(last.losses, rel=1e-5)
     a, b = weights(whole.checkpoint), weights(last.checkpoint)
+    assert a and set(a) == set(b)
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
@@ -270,6 +271,7 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint(small_npz, tmp_path,
 
     assert latest_checkpoint(str(tmp_path / "m")) == previous
     after = load_checkpoint(previous)
+    assert before and set(after.weights) == set(before)
     for k, v in before.items():
         np.testing.assert_array_equal(after.weights[k], v)
     assert load_trainer_state(previous)["global_step"] == 5
