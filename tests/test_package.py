@@ -117,7 +117,9 @@ def test_the_wheel_holds_the_package_data(wheel):
             assert name in names, name
         assert zf.read("tangpoem/pingshui.tsv") == (ROOT / "tangpoem" / "pingshui.tsv").read_bytes()
         assert b"MIT License" in zf.read("tangpoem/pingshui.LICENSE")
-        for config in (ROOT / "configs").glob("*.toml"):
+        configs = sorted((ROOT / "configs").glob("*.toml"))
+        assert len(configs) >= 4, configs  # bundled, cpu, gpu, seed
+        for config in configs:
             assert zf.read(f"tangpoem/configs/{config.name}") == config.read_bytes()
         model = zf.getinfo("tangpoem/models/bundled.safetensors")
         assert model.file_size <= 16 * 1024 * 1024
