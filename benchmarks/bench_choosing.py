@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SETTINGS = {  # name: generate.Options fields
+SETTINGS = {  # name: generation.GenerationConfig fields
     "form only (--no-rhyme)": {"rhyme": False},
     "rhyme (forms' default)": {},
     "rhyme, --drafts 4": {"drafts": 4},
@@ -42,7 +42,7 @@ def main() -> int:
 
     import os
 
-    from tangpoem.generate import Poet
+    from tangpoem.generation import Poet
     from tangpoem.prosody import check_poem
 
     poet = Poet.load(args.model_path)
@@ -58,7 +58,7 @@ def main() -> int:
         for form in ("七绝", "五律"):
             for seed in range(args.poems):
                 start = time.process_time()
-                (poem,) = poet.continue_poem("", form=form, seed=seed, **extra)
+                (poem,) = poet.write(form=form, seed=seed, **extra)
                 cpu += time.process_time() - start
                 texts.append(poem.text)
         logps, rhyme_logps = [], []

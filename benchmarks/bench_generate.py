@@ -91,10 +91,12 @@ def time_steps(step, batch: int, steps: int) -> tuple[float, float]:
 def time_poem(poet, poems: int, temperature: float, **options) -> tuple[float, float, int]:
     """Wall and CPU seconds per 七绝 with priming, and the number of steps one poem takes."""
     options = {"rhyme": False, **options}
-    poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=0, temperature=temperature, **options)  # warm-up
+    poet.write(prefix_words=PREFIX, form="七绝", seed=0, temperature=temperature, **options)  # warm-up
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(poems):
-        (poem,) = poet.continue_poem("", prefix_words=PREFIX, form="七绝", seed=i, temperature=temperature, **options)
+        (poem,) = poet.write(
+            start_words="", prefix_words=PREFIX, form="七绝", seed=i, temperature=temperature, **options
+        )
     steps = 1 + len(PREFIX) + len(poem.text) - 1  # <START> + prefix + every poem token but the last
     return (time.perf_counter() - start) / poems, (time.process_time() - cpu) / poems, steps
 
@@ -121,7 +123,8 @@ def main() -> int:
     from tangpoem.checkpoint import load_checkpoint
     from tangpoem.device import set_blas_threads, set_threads, setup_device
     from tangpoem.export import export_step
-    from tangpoem.generate import EagerStep, InferenceStep, NumpyStep, Poet
+    from tangpoem.generation import Poet
+    from tangpoem.generation.steps import EagerStep, InferenceStep, NumpyStep
 
     setup_device(False, 1, quiet=True)
     load_before = os.getloadavg()

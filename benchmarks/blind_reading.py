@@ -8,7 +8,7 @@ who is not told which is which.
 
 Every source writes the same forms (七绝 and 五律, half each) from <START> with no start or prefix
 words, so only the writer differs; "real" draws poems of those forms from the held-out split. A
-source is NAME=CHECKPOINT:OPTIONS, OPTIONS being generate.Options fields (rhyme=1, tones=1,
+source is NAME=CHECKPOINT:OPTIONS, OPTIONS being generation.GenerationConfig fields (rhyme=1, tones=1,
 candidates=4, drafts=2, temperature=0.7). The sheet numbers the poems in a random order; the key
 (DIR/key.json) says which source wrote each, and the sheet never does. `score` prints each source's
 mean score per criterion (1-5: fluency, coherence, meaning, poeticness), their mean, and how often
@@ -68,7 +68,7 @@ def parse_source(text: str) -> tuple[str, str, dict]:
 
 def make(args: argparse.Namespace) -> int:
     from tangpoem.data import load_npz
-    from tangpoem.generate import Options, Poet
+    from tangpoem.generation import GenerationConfig, Poet
     from tangpoem.prosody import check_poem
 
     out = Path(args.dir)
@@ -89,8 +89,8 @@ def make(args: argparse.Namespace) -> int:
         for i, form in enumerate(FORMS):
             # seeds differ between sources too: two sources never open a poem alike side by side
             seed = args.seed + 1000 * i + 100_000 * index
-            opts = Options(**{"form": form, "num_poems": half, "seed": seed, **options})
-            items += [(name, p.text) for p in poet.write("continue", "", opts)]
+            request = GenerationConfig(**{"form": form, "num_poems": half, "seed": seed, **options})
+            items += [(name, p.text) for p in poet.write(request)]
     rng.shuffle(items)
     sheet = ["# Poems", ""] + [f"{i}. {text}" for i, (_, text) in enumerate(items, 1)]
     (out / "sheet.md").write_text("\n".join(sheet) + "\n", encoding="utf-8")

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tangpoem.config import ModelConfig
+from tangpoem.config import Config, ModelConfig
 from tangpoem.data import atomic_write
 from tangpoem.errors import TangpoemError
 
@@ -341,3 +342,31 @@ def latest_checkpoint(model_prefix: str) -> str | None:
         key = (int(meta.get("global_step", -1)), Path(path).stat().st_mtime, path)
         best = key if best is None or key > best else best
     return best[2] if best else None
+
+
+def resolve_model(cfg: Config, named: bool = False, quiet: bool = False) -> str:
+    """Which checkpoint to use: the one place every command (generate, evaluate, export, serve) and
+    `Poet.load` decide it, from the same settings (a `-c` file's included).
+
+    named: model_path was given explicitly (a flag, an argument): it is used as it is, and loading it says
+    so when it does not exist. Otherwise the configured model_path if it exists, else the newest checkpoint
+    of the configured model_prefix, else the newest of any prefix in its folder (work/checkpoints: a model
+    the user trained, with whatever config, is never shadowed), else the model shipped in the package;
+    one line says which, unless quiet."""
+    if named or Path(cfg.model_path).is_file() or cfg.model_path == BUNDLED_NAME:
+        return cfg.model_path
+    latest = latest_checkpoint(cfg.model_prefix)
+    if latest is None:
+        found = folder_checkpoints(Path(cfg.model_prefix).parent)
+        latest = max(found, key=lambda p: Path(p).stat().st_mtime) if found else None
+    if latest is not None:
+        if not quiet:
+            print(f"note: {cfg.model_path} does not exist; using your newest checkpoint {latest}", file=sys.stderr)
+        return latest
+    if not quiet:
+        print(
+            f"note: no checkpoint at {cfg.model_path}; using the bundled model (--model-path bundled). "
+            "Train your own: python -m tangpoem.train -c cpu",
+            file=sys.stderr,
+        )
+    return BUNDLED_NAME

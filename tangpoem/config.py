@@ -92,6 +92,8 @@ class Config:
     log_dir: str = _f("work/logs", "VisualDL log directory")
 
     # --- generation ---
+    title: str = _f("", "the poem's title; a model trained with titles writes to it (a few characters, e.g. 春夜喜雨)")
+    style: str = _f("tang", "write as the Tang or the Song poets (a model trained on both)", choices=("tang", "song"))
     acrostic: bool = _f(False, "start_words are head characters: line i starts with the i-th")
     template: str = _f("", "a poem with blanks (□ _ ＿) for the model to fill, e.g. 床前明月光，□□□□□。")
     form: str = _f("", "fixed form: 五绝 七绝 五律 七律 (or wujue qijue wulv qilv)")
@@ -120,8 +122,8 @@ FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()
 # and a flag of another command is refused with the name of the commands whose rows hold it
 MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout")  # ModelConfig's fields
 GENERATION = (
-    "model_path", "prefix_words", "start_words", "acrostic", "template", "form", "line_length", "lines",
-    "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
+    "model_path", "title", "style", "prefix_words", "start_words", "acrostic", "template", "form", "line_length",
+    "lines", "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
     "candidates", "drafts", "num_poems", "max_gen_len", "seed", "num_threads",
 )  # fmt: skip
 COMMANDS = {  # for the message that names the command a stray flag belongs to
@@ -247,22 +249,23 @@ def check_value(name: str, value: Any) -> Any:
         "str": isinstance(value, str),
     }[kind]
     if not ok:
-        raise TangpoemError(f"setting '{name}' must be a {kind}, got {value!r}")
+        raise TangpoemError(f"setting '{name}' must be a {kind}, got {value!r}", field=name)
     if kind == "float":
         value = float(value)
     if kind == "str" and not _is_unicode(value):
         raise TangpoemError(
             f"{flag} is not UTF-8 text (the terminal sent other bytes, e.g. GBK); switch the terminal to UTF-8 "
-            "(e.g. LANG=C.UTF-8) and type it again"
+            "(e.g. LANG=C.UTF-8) and type it again",
+            field=name,
         )
     lo, hi = f.metadata["range"]
     if kind in ("int", "float") and not (
         math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
     ):
-        raise TangpoemError(f"{flag} must be between {lo:g} and {hi:g}, not {value!r}")
+        raise TangpoemError(f"{flag} must be between {lo:g} and {hi:g}, not {value!r}", field=name)
     choices = f.metadata["choices"]
     if choices and value not in choices:
-        raise TangpoemError(f"{flag} must be one of {', '.join(choices)}, not '{value}'")
+        raise TangpoemError(f"{flag} must be one of {', '.join(choices)}, not '{value}'", field=name)
     return value
 
 

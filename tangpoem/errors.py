@@ -5,11 +5,31 @@ from __future__ import annotations
 import functools
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class TangpoemError(Exception):
-    """A problem with the user's input or files: the message says what is wrong and how to fix it."""
+    """A problem with the user's input or files: the message says what is wrong and how to fix it.
+
+    field: the setting it is about (a Config field's name, e.g. "start_words"), when there is one; the
+    server answers 422 naming it.
+    """
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@contextmanager
+def about(field: str) -> Iterator[None]:
+    """A TangpoemError raised inside, which names no setting yet, is about this one."""
+    try:
+        yield
+    except TangpoemError as err:
+        if err.field is None:
+            err.field = field
+        raise
 
 
 def excerpt(text: str, limit: int = 30) -> str:

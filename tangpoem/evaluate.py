@@ -37,14 +37,14 @@ import math
 import re
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import paddle
 
-from tangpoem.checkpoint import load_checkpoint
+from tangpoem.checkpoint import load_checkpoint, resolve_model
 from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, parse_config_args
 from tangpoem.data import PoemData, load_npz
 from tangpoem.dataset import target_mask
@@ -52,14 +52,14 @@ from tangpoem.device import setup_device
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.loss import sequence_loss
 from tangpoem.model import PoetryModel
-from tangpoem.prosody import RULES, check_poem
+from tangpoem.prosody import FORMS, RULES, check_poem
 
 if TYPE_CHECKING:
-    from tangpoem.generate import Poet
+    from tangpoem.generation import Poet
 
 EVAL_BATCH_SIZE = 128  # the masked mean does not depend on it; large batches are just faster
 LINE = re.compile(r"([^，。！？；]+)([，。！？；])")
-REFERENCE_FORMS = ("五绝", "七绝", "五律", "七律")
+REFERENCE_FORMS = tuple(FORMS)  # the four regulated forms
 MIN_COPIED = 5  # shorter clauses (三字句) recur in real poems by chance
 
 
@@ -118,13 +118,13 @@ def greedy_continue(model: PoetryModel, vocab: list[str], start: str, max_len: i
     """start + the model's most likely poem after it (up to max_len more characters), through the
     generator's one decoding loop with its shape rules and no repetition penalty: what the trainer
     logs. Characters of start that the vocabulary lacks are skipped."""
-    from tangpoem.generate import Poet, normalise
+    from tangpoem.generation import Poet, normalise
 
     poet = Poet.from_model(model, vocab)
     start = "".join(ch for ch in normalise(start) if ch in poet.classes.word2ix)
     options = dict(temperature=0, repetition_penalty=0, repeat_guard=False, max_gen_len=len(start) + max_len)
     try:
-        return poet.continue_poem(start, **options)[0].text
+        return poet.write(start_words=start, **options)[0].text
     except TangpoemError as err:  # start words that break the shape rules: say so in the log
         return f"{start} ({err})"
 
@@ -135,11 +135,11 @@ def sample_poems(
     """n poems sampled from <START> as one batch, with no rules at all (any token, <EOP> any time) and
     plain softmax sampling (no top-k/top-p, no penalty): what the network alone writes. Temperature 0
     is greedy. The generator's one decoding loop, unconstrained."""
-    from tangpoem.generate import Options, Poet
+    from tangpoem.generation import GenerationConfig, Poet
 
-    opts = Options(temperature=temperature, top_p=1.0, top_k=0, repetition_penalty=0, repeat_guard=False,
-                   seed=seed, num_poems=n, max_gen_len=max_len)  # fmt: skip
-    return [p.text for p in Poet.from_model(model, vocab).write("continue", "", opts, unconstrained=True)]
+    request = GenerationConfig(temperature=temperature, top_p=1.0, top_k=0, repetition_penalty=0, repeat_guard=False,
+                               seed=seed, num_poems=n, max_gen_len=max_len)  # fmt: skip
+    return [p.text for p in Poet.from_model(model, vocab).write(request, unconstrained=True)]
 
 
 # ---------------------------------------------------------------- figures of poems
@@ -282,13 +282,13 @@ SETTINGS = COMMANDS["tangpoem.evaluate"]
 
 def generated_poems(poet: Poet, cfg: Config, per_form: int) -> list[str]:
     """per_form poems in each of the four forms, written by the generator with the command's settings."""
-    from tangpoem.generate import Options
+    from tangpoem.generation import GenerationConfig
 
     texts = []
     for form in REFERENCE_FORMS:
-        opts = Options.from_config(cfg)
-        opts.form, opts.num_poems, opts.line_length, opts.lines = form, per_form, 0, 0
-        texts += [p.text for p in poet.write("continue", "", opts)]
+        request = replace(GenerationConfig.from_config(cfg), start_words="", acrostic=False, template="", form=form,
+                          num_poems=per_form, line_length=0, lines=0)  # fmt: skip
+        texts += [p.text for p in poet.write(request)]
     return texts
 
 
@@ -313,9 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         report["poems_file"] = args.poems
         columns = figure_columns(texts, "poems", train)
     else:
-        from tangpoem.generate import choose_model
-
-        ckpt = load_checkpoint(cfg.model_path if "model_path" in vars(args) else choose_model(cfg))
+        ckpt = load_checkpoint(resolve_model(cfg, named="model_path" in vars(args)))
         if ckpt.vocab != poems.ix2word:
             raise TangpoemError(
                 f"{ckpt.path} has a vocabulary of {len(ckpt.vocab):,} that differs from {cfg.data_path}'s "
@@ -351,12 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {'+' if well_formed(text) else '-'} {text}")
             columns.update(figure_columns(texts, "no rules", train))
         if args.per_form > 0:
-            from tangpoem.generate import Options, Poet, make_step
+            from tangpoem.generation import GenerationConfig, Poet, make_step
 
             poet = Poet(ckpt.vocab, make_step(ckpt, num_threads=cfg.num_threads), ckpt=ckpt)
             texts = generated_poems(poet, cfg, args.per_form)
             report["generated"] = texts
-            report["settings"] = {k: v for k, v in asdict(Options.from_config(cfg)).items() if k != "form"}
+            settings = GenerationConfig.from_config(cfg).to_dict()
+            report["settings"] = {k: v for k, v in settings.items() if k not in ("form", "start_words", "acrostic",
+                                                                                  "template")}  # fmt: skip
             columns.update(figure_columns(texts, "generated", train))
     reference = reference_figures(poems, train)
     report.update(figures=columns, reference=reference)

@@ -18,18 +18,42 @@ if __name__ == "__main__":  # a command: its process is set up before Paddle loa
 
     prepare_command()
 
+import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tangpoem.checkpoint import Checkpoint, load_checkpoint
 from tangpoem.config import COMMANDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.data import atomic_write
 from tangpoem.errors import TangpoemError, cli_main
-from tangpoem.generate import EXPORT_FORMAT, exported_files, file_record, vocab_hash
+
+EXPORT_FORMAT = "tangpoem-step"  # PATH.meta.json of `tangpoem.export`
+
+
+def vocab_hash(vocab: list[str]) -> str:
+    return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
+
+
+def exported_files(path: str) -> tuple[str, str] | None:
+    """The program and parameters `paddle.jit.save` wrote at PATH (3.x: .json, 2.x: .pdmodel)."""
+    for program in (path + ".json", path + ".pdmodel"):
+        if os.path.isfile(program) and os.path.isfile(path + ".pdiparams"):
+            return program, path + ".pdiparams"
+    return None
+
+
+def file_record(path: str) -> dict[str, Any]:
+    """Size and sha256 of an exported file, as the export's meta file records them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
 def export_step(ckpt: Checkpoint, out: str) -> list[str]:

@@ -68,6 +68,31 @@ CLAUSE = re.compile(r"([^，。！？；,.!?;]+)([，。！？；,.!?;])")
 
 _UNKNOWN: tuple[int, frozenset[str]] = (0, frozenset())
 
+# ---------------------------------------------------------------- the four regulated forms
+
+FORMS = {"五绝": (5, 4), "七绝": (7, 4), "五律": (5, 8), "七律": (7, 8)}  # name: (characters per line, lines)
+FORM_ALIASES = {
+    "wujue": "五绝", "qijue": "七绝", "wulv": "五律", "qilv": "七律", "wulu": "五律", "qilu": "七律",
+    "wulü": "五律", "qilü": "七律", "五言绝句": "五绝", "七言绝句": "七绝", "五言律诗": "五律", "七言律诗": "七律",
+    "五絕": "五绝", "七絕": "七绝", "五律詩": "五律",
+}  # fmt: skip
+
+
+def is_hanzi(ch: str) -> bool:
+    """A Chinese character (CJK unified ideographs, extensions, compatibility), not a mark like □."""
+    if len(ch) != 1:
+        return False
+    o = ord(ch)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x3FFFF or 0xF900 <= o <= 0xFAFF
+
+
+def form_name(form: str) -> str:
+    name = form if form in FORMS else FORM_ALIASES.get(form.lower())
+    if name is None:
+        known = ", ".join(f"{k} ({a})" for k, a in zip(FORMS, ("wujue", "qijue", "wulv", "qilv"), strict=True))
+        raise TangpoemError(f"unknown form '{form}'; known forms: {known}", "form")
+    return name
+
 
 @cache
 def _table() -> tuple[dict[str, tuple[int, frozenset[str]]], tuple[str, ...]]:
@@ -182,7 +207,8 @@ def poem_patterns(line_length: int, lines: int) -> tuple[Pattern, ...]:
     if line_length not in BASE_LINES or lines < 2 or lines % 2:
         raise TangpoemError(
             f"tone patterns need an even number of lines of 5 or 7 characters, not {lines} of {line_length}; "
-            "use a form (五绝 七绝 五律 七律) or --line-length 5/7 with an even --lines"
+            "use a form (五绝 七绝 五律 七律) or --line-length 5/7 with an even --lines",
+            "tones",
         )
     patterns = []
     for name in PATTERN_NAMES:
@@ -203,7 +229,7 @@ def pattern(line_length: int, lines: int, name: str) -> Pattern:
     for p in poem_patterns(line_length, lines):
         if p.name == name.strip():
             return p
-    raise TangpoemError(f"unknown tone pattern '{name}'; the patterns are {', '.join(PATTERN_NAMES)}")
+    raise TangpoemError(f"unknown tone pattern '{name}'; the patterns are {', '.join(PATTERN_NAMES)}", "pattern")
 
 
 # ---------------------------------------------------------------- the checker
@@ -319,9 +345,6 @@ class PoemCheck:
 def split_lines(text: str) -> list[str] | None:
     """The clauses of a poem (text between punctuation marks), or None when the text is not made of
     Chinese characters closed by punctuation."""
-    # Imported here: forms (the decoder's rules) is to consult this module, and must be able to import it.
-    from tangpoem.forms import is_hanzi
-
     text = "".join(text.split())
     parts = CLAUSE.findall(text)
     if not parts or "".join(a + b for a, b in parts) != text:

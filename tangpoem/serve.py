@@ -46,18 +46,19 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from tangpoem.checkpoint import resolve_model
 from tangpoem.config import COMMANDS, FIELDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.errors import TangpoemError, cli_main
-from tangpoem.forms import FORMS, form_name
-from tangpoem.generate import MAX_ROWS, Options, Poem, Poet, choose_model
-from tangpoem.prosody import PATTERN_NAMES
+from tangpoem.generation import MAX_ROWS, GenerationConfig, Poem, Poet
+from tangpoem.generation.request import DEPRECATED_FIELDS, legacy_request
+from tangpoem.prosody import FORMS, PATTERN_NAMES, form_name
 
 try:  # the `serve` extra: pip install 'tangpoem[serve]'
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+    from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as err:  # pragma: no cover - depends on the environment
     _missing = f"the server needs FastAPI and uvicorn ({err}); install them with: pip install 'tangpoem[serve]'"
@@ -79,13 +80,15 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_BODY = 16 * 1024  # bytes of a request body; a 七律 template with every setting is well under 1 KiB
 MAX_TEXT = 200  # characters of start words, heads or template (a 七律 template has 64)
 MAX_PREFIX = 100
+MAX_TITLE = 40  # characters of a title as sent; the model's own cap (shorter) is checked with a clear message
 # Tighter than Config's ranges where those allow work no web request should cause (1000 poems, 64
 # candidates of 64 drafts each); lower bounds and the rest come from Config (one source of truth).
 CAPS = {"num_poems": 16, "candidates": 8, "drafts": 8, "max_gen_len": 400, "lines": 64}
+LEGACY_FIELDS = {"start_words": "text", "template": "text", "acrostic": "mode"}  # a deprecated request's words
 MAX_REQUEST_ROWS = 64  # num_poems x candidates x drafts of one request
 GATHER_MS = 25.0  # under load, a batch waits this long at most for the clients of the last one
 SEED_MAX = int(FIELDS["seed"].metadata["range"][1])
-OPTION_DEFAULTS = Options()
+OPTION_DEFAULTS = GenerationConfig()
 FormName = Literal[("", *FORMS)]
 PatternName = Literal[("", *PATTERN_NAMES)]
 
@@ -162,15 +165,24 @@ class PoemRequest(BaseModel):
     defaults; `seed` omitted or null picks a random one, which the answer reports (replay it)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    _legacy: bool = PrivateAttr(False)  # sent in the deprecated names: errors name `text` and `mode`
 
-    mode: Literal["continue", "acrostic", "template"] = Field(
-        "continue", description="continue: go on from `text`; acrostic: `text` holds the head characters; "
-        "template: `text` is a poem with blanks □ (or _ ＿) to fill",
-    )  # fmt: skip
-    text: str = Field(
-        "", max_length=MAX_TEXT, description="start words, head characters or the template (see mode)",
+    title: str = Field("", max_length=MAX_TITLE, description=FIELDS["title"].metadata["help"], examples=["春夜喜雨"])
+    style: Literal["tang", "song"] = Field("tang", description=FIELDS["style"].metadata["help"])
+    start_words: str = Field(
+        "", max_length=MAX_TEXT, description="the opening words to go on from; with acrostic, the head characters",
         examples=["春花秋月"],
     )  # fmt: skip
+    acrostic: bool = Field(False, description=FIELDS["acrostic"].metadata["help"])
+    template: str = Field(
+        "", max_length=MAX_TEXT, description="a poem with blanks □ (or _ ＿) to fill (instead of start_words)"
+    )
+    mode: Literal["continue", "acrostic", "template"] | None = Field(
+        None, description=f"deprecated, dropped in tangpoem 0.2: use {DEPRECATED_FIELDS['mode']}"
+    )
+    text: str | None = Field(
+        None, max_length=MAX_TEXT, description=f"deprecated, dropped in tangpoem 0.2: use {DEPRECATED_FIELDS['text']}"
+    )
     prefix_words: str = Field("", max_length=MAX_PREFIX, description=FIELDS["prefix_words"].metadata["help"])
     form: FormName = Field("", description="fixed form: 五绝 七绝 五律 七律 (or wujue qijue wulv qilv)")
     line_length: int = Field(_default("line_length"), **_limits("line_length"))
@@ -201,13 +213,24 @@ class PoemRequest(BaseModel):
                 raise ValueError(str(err)) from None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("text", "prefix_words")
+    @field_validator("title", "start_words", "template", "text", "prefix_words")
     @classmethod
-    def _text(cls, value: str, info) -> str:
-        return _clean_text(value, "the text" if info.field_name == "text" else "the prefix words")
+    def _text(cls, value: str | None, info) -> str | None:
+        return None if value is None else _clean_text(value, info.field_name)
 
     @model_validator(mode="after")
     def _work(self) -> PoemRequest:
+        if self.mode is not None or self.text is not None:  # the earlier vocabulary, for one more release
+            if self.start_words or self.template or self.acrostic:
+                raise ValueError("mode and text are the deprecated names of start_words/acrostic/template: use one set")
+            try:
+                translated = legacy_request(self.mode or "continue", self.text or "")
+            except TangpoemError as err:
+                raise ValueError(str(err)) from None
+            for name, value in translated.items():
+                setattr(self, name, value)
+            self.mode = self.text = None
+            self._legacy = True
         rows = self.num_poems * self.candidates * self.drafts
         if rows > MAX_REQUEST_ROWS:
             limit = MAX_REQUEST_ROWS
@@ -216,9 +239,8 @@ class PoemRequest(BaseModel):
             raise ValueError(f"seed + num_poems - 1 must be at most {SEED_MAX} (poem i uses seed + i)")
         return self
 
-    def options(self, seed: int) -> Options:
-        values = self.model_dump(exclude={"mode", "text", "seed"})
-        return Options(**values, seed=seed)
+    def request(self, seed: int) -> GenerationConfig:
+        return GenerationConfig(**self.model_dump(exclude={"mode", "text", "seed"}), seed=seed)
 
 
 class PoemOut(BaseModel):
@@ -230,11 +252,14 @@ class PoemOut(BaseModel):
     score: float | None = Field(description="mean log-probability per character (with candidates/drafts)")
     rhyme: str = Field(description="the 平水韵 group(s) it rhymes on")
     pattern: str = Field(description="the tone pattern it keeps (with tones)")
+    title: str = Field("", description="the title it was written to, as the model read it (cleaned)")
 
 
 class PoemsAnswer(BaseModel):
     poems: list[PoemOut]
-    settings: PoemRequest = Field(description="the request with every default and the seed filled in")
+    settings: dict[str, Any] = Field(
+        description="the request in the settings' names (those of `--json`), every default and the seed filled in"
+    )
     elapsed_ms: float
 
 
@@ -252,34 +277,30 @@ class ErrorAnswer(BaseModel):
 
 # ---------------------------------------------------------------- errors: which field, in API words
 
-_FIELD_OF_MESSAGE = [  # (pattern on the Poet's message, the request field); the first match wins
-    (r"^(the )?start words|^(the )?acrostic|the template|acrostic heads|^\d+ head", "text"),
-    (r"^prefix words", "prefix_words"),
-    (r"^unknown form|^--form", "form"),
-    (r"^--line-length|^--lines and --line-length", "line_length"),
-    (r"^--lines\b", "lines"),
-    (r"^unknown tone pattern|^--pattern", "pattern"),
-    (r"^--tones|^no .* tone pattern", "tones"),
-    (r"--max-gen-len", "max_gen_len"),
-]
 
-
-def error_field(message: str) -> str | None:
-    for pattern, name in _FIELD_OF_MESSAGE:
-        if re.search(pattern, message):
-            return name
-    flag = re.match(r"^--([a-z][a-z-]*)", message)  # Options.check: "--temperature must be ..."
-    if flag:
-        name = flag.group(1).replace("-", "_")
-        return "text" if name == "start_words" else name
-    return None
+def request_settings() -> dict[str, dict[str, Any]]:
+    """Each setting of PoemRequest (the deprecated names left out) with what its JSON schema says of it:
+    type, default, minimum/maximum, maxLength, choices (enum) and description."""
+    schema = PoemRequest.model_json_schema()
+    out = {}
+    for name, prop in schema["properties"].items():
+        if name in DEPRECATED_FIELDS:
+            continue
+        variants = prop.get("anyOf", [prop])
+        info = {"default": prop.get("default"), "description": prop.get("description", "")}
+        for variant in variants:
+            for key in ("type", "minimum", "maximum", "maxLength", "enum"):
+                if key in variant and not (key == "type" and variant[key] == "null"):
+                    info.setdefault(key, variant[key])
+        info["nullable"] = any(v.get("type") == "null" for v in variants)
+        out[name] = info
+    return out
 
 
 def api_words(message: str) -> str:
-    """The CLI's flags in a Poet message as the JSON fields a web caller sets."""
+    """The command line's flags in a Poet message as the JSON fields (the same names, snake_case)."""
     message = re.sub(r"--no-([a-z][a-z-]*)", lambda m: f'"{m.group(1).replace("-", "_")}": false', message)
-    message = re.sub(r"--start-words '' to let the model begin", 'an empty "text" to let the model begin', message)
-    message = message.replace("--start-words", '"text"').replace("--acrostic", '"mode": "acrostic"')
+    message = re.sub(r"--start-words '' to let the model begin", "an empty start_words to let the model begin", message)
     return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
@@ -304,7 +325,7 @@ def _validation_message(err: dict) -> tuple[str | None, str]:
     if kind == "json_invalid":
         return None, f"the body is not valid JSON ({err.get('ctx', {}).get('error', msg)}); send a JSON object"
     if kind == "missing" and not loc:
-        return None, 'send a JSON object of settings, e.g. {"mode": "acrostic", "text": "春花秋月", "form": "七绝"}'
+        return None, 'send a JSON object of settings, e.g. {"start_words": "春花秋月", "acrostic": true}'
     if kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
         return None, "the body must be a JSON object of settings (Content-Type: application/json)"
     if kind == "extra_forbidden":
@@ -327,9 +348,7 @@ class Busy(Exception):
 
 @dataclass
 class _Job:
-    mode: str
-    text: str
-    opts: Options
+    request: GenerationConfig
     rows: int
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -384,10 +403,11 @@ class Decoder:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    async def write(self, mode: str, text: str, opts: Options) -> list[Poem]:
+    async def write(self, request: GenerationConfig) -> list[Poem]:
         self.start()
         loop = asyncio.get_running_loop()
-        job = _Job(mode, text, opts, opts.num_poems * opts.candidates * opts.drafts, loop.create_future(), loop)
+        rows = request.num_poems * request.candidates * request.drafts
+        job = _Job(request, rows, loop.create_future(), loop)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
@@ -435,11 +455,11 @@ class Decoder:
 
     def _write(self, batch: list[_Job]) -> list[Any]:
         try:
-            return self.poet.write_batch([(j.mode, j.text, j.opts) for j in batch])
+            return self.poet.write_batch([j.request for j in batch])
         except Exception as err:  # a bug, not the user's input: fail only the request that meets it
             if len(batch) > 1:
                 return [self._write([j])[0] for j in batch]
-            log.exception("decoding failed: %s %r %s", batch[0].mode, batch[0].text, batch[0].opts)
+            log.exception("decoding failed: %s", batch[0].request)
             return [_Internal(f"{type(err).__name__}: {err}")]
 
 
@@ -577,7 +597,7 @@ def create_app(settings: ServeSettings, poet: Poet | None = None) -> FastAPI:
         started = time.perf_counter()
         seed = req.seed if req.seed is not None else secrets.randbelow(SEED_MAX - req.num_poems + 2)
         try:
-            written = await decoder.write(req.mode, req.text, req.options(seed))
+            written = await decoder.write(req.request(seed))
         except Busy:
             waiting = settings.queue_size
             return _error(
@@ -586,14 +606,20 @@ def create_app(settings: ServeSettings, poet: Poet | None = None) -> FastAPI:
             )  # fmt: skip
         except TangpoemError as err:
             message = api_words(str(err))
-            return _error(422, message, error_field(str(err)), chars=unknown_chars(str(err)))
+            field = LEGACY_FIELDS.get(err.field, err.field) if req._legacy else err.field
+            return _error(422, message, field, chars=unknown_chars(str(err)))
         except _Internal:
             return _error(500, "internal error while writing; the server's log has the details")
         return {
-            "poems": [asdict(p) for p in written],
-            "settings": req.model_copy(update={"seed": seed}),
+            "poems": [p.to_dict() for p in written],
+            "settings": req.model_copy(update={"seed": seed}).model_dump(exclude={"mode", "text"}),
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
         }
+
+    @app.get("/api/settings", summary="Every request setting: its default, limits, choices and meaning")
+    async def settings_info() -> dict[str, Any]:
+        """What the page builds its form from, so that it never copies a default or a limit."""
+        return {"settings": request_settings(), "limits": {"rows_per_request": MAX_REQUEST_ROWS}}
 
     @app.get("/api/health", summary="The model and whether the server is ready")
     async def health() -> dict[str, Any]:
@@ -723,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
 
     # as `generate`: a named checkpoint must exist; else the configured one, your newest, then the bundled model
-    path = cfg.model_path if "model_path" in vars(args) else choose_model(cfg)
+    path = resolve_model(cfg, named="model_path" in vars(args))
     settings = ServeSettings(path, cfg.num_threads, args.queue, cors=args.cors, gather_ms=args.gather_ms)
     check_listen_address(args.host, args.port)
     warning = host_warning(args.host)

@@ -7,7 +7,7 @@ import pytest
 
 from tangpoem import prosody
 from tangpoem.checkpoint import BUNDLED, load_checkpoint
-from tangpoem.generate import Poet
+from tangpoem.generation import Poet
 from tests.test_generate import check_lines, check_rhyme, check_tones
 
 
@@ -51,7 +51,7 @@ def test_its_heldout_cross_entropy_is_the_recorded_one(bundled, built_corpus):
 @pytest.mark.parametrize("form", ["五绝", "七绝", "五律", "七律"])
 def test_it_writes_every_form_with_rhyme_and_tones(poet, form):
     length, count = {"五绝": (5, 4), "七绝": (7, 4), "五律": (5, 8), "七律": (7, 8)}[form]
-    poems = poet.continue_poem("", form=form, tones=True, num_poems=6, seed=11)
+    poems = poet.write(form=form, tones=True, num_poems=6, seed=11)
     assert len(poems) == 6
     for poem in poems:
         check_lines(poem, length, count)
@@ -60,11 +60,13 @@ def test_it_writes_every_form_with_rhyme_and_tones(poet, form):
 
 
 def test_acrostics_templates_and_seeds(poet):
-    poems = poet.acrostic("春花秋月", form="七绝", num_poems=4, seed=5)
+    poems = poet.write(start_words="春花秋月", acrostic=True, form="七绝", num_poems=4, seed=5)
     assert all([line[0] for line in p.lines] == list("春花秋月") for p in poems)
-    assert [p.text for p in poems] == [p.text for p in poet.acrostic("春花秋月", form="七绝", num_poems=4, seed=5)]
+    assert [p.text for p in poems] == [
+        p.text for p in poet.write(start_words="春花秋月", acrostic=True, form="七绝", num_poems=4, seed=5)
+    ]
     assert len({p.text for p in poems}) == 4
-    (filled,) = poet.fill("床前明月光，□□□□□。□□□□□，□□□□□。", tones=True, seed=2)
+    (filled,) = poet.write(template="床前明月光，□□□□□。□□□□□，□□□□□。", tones=True, seed=2)
     assert filled.text.startswith("床前明月光，") and prosody.check_poem(filled.text).all_ok
-    (greedy,) = poet.continue_poem("床前明月光，", form="五绝", temperature=0)
-    assert greedy.text == poet.continue_poem("床前明月光，", form="五绝", temperature=0, seed=9)[0].text
+    (greedy,) = poet.write(start_words="床前明月光，", form="五绝", temperature=0)
+    assert greedy.text == poet.write(start_words="床前明月光，", form="五绝", temperature=0, seed=9)[0].text

@@ -128,7 +128,7 @@ def test_every_command_refuses_an_altered_checkpoint_in_one_line(trained, tmp_pa
 @pytest.mark.parametrize("storage", ["float16", "int8"])
 def test_compact_checkpoints_load_as_float32_and_close(trained, tmp_path, storage):
     from tangpoem.checkpoint import save_compact
-    from tangpoem.generate import Poet
+    from tangpoem.generation import Poet
 
     _, path = trained
     ckpt = load_checkpoint(path)
@@ -146,8 +146,8 @@ def test_compact_checkpoints_load_as_float32_and_close(trained, tmp_path, storag
         assert (np.abs(got - w) <= bound + 1e-7).all(), name
     plain_size = os.path.getsize(path)
     assert os.path.getsize(out) < plain_size * (0.35 if storage == "int8" else 0.6)  # aliases once, fewer bytes
-    a = Poet.load(path).continue_poem("", form="五绝", temperature=0)[0].text
-    b = Poet.load(str(out)).continue_poem("", form="五绝", temperature=0)[0].text
+    a = Poet.load(path).write(form="五绝", temperature=0)[0].text
+    b = Poet.load(str(out)).write(form="五绝", temperature=0)[0].text
     assert len(a) == len(b) == 24
 
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from tangpoem.checkpoint import load_checkpoint
-from tangpoem.generate import EagerStep, NumpyStep, Poet, main
+from tangpoem.generate import main
+from tangpoem.generation import Poet
+from tangpoem.generation.steps import EagerStep, NumpyStep
 
 from .test_generate import VOCAB
 
@@ -80,7 +82,7 @@ def test_eager_matches_whole_sequence_forward(ckpt_path: str) -> None:
 
 
 def test_exported_step_matches_eager(ckpt_path: str, exported: str) -> None:
-    from tangpoem.generate import InferenceStep
+    from tangpoem.generation.steps import InferenceStep
 
     ckpt = load_checkpoint(ckpt_path)
     assert Path(exported + ".pdiparams").is_file() and Path(exported + ".meta.json").is_file()
@@ -96,7 +98,9 @@ def test_backends_write_the_same_poems(ckpt_path: str, exported: str) -> None:
     poems = {}
     for backend, inference in (("numpy", ""), ("eager", ""), ("inference", exported)):
         poet = Poet.load(ckpt_path, backend="eager" if backend == "eager" else "numpy", inference=inference)
-        poems[backend] = [p.text for p in poet.acrostic("春风十里", form="五绝", num_poems=4, seed=3)]
+        poems[backend] = [
+            p.text for p in poet.write(start_words="春风十里", acrostic=True, form="五绝", num_poems=4, seed=3)
+        ]
     assert poems["numpy"] == poems["eager"] == poems["inference"]
 
 

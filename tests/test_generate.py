@@ -14,8 +14,11 @@ import pytest
 from tangpoem import prosody
 from tangpoem.data import EOP, PAD, START
 from tangpoem.errors import TangpoemError
-from tangpoem.forms import FORMS, LINE_ENDS, SENTENCE_ENDS, is_hanzi
-from tangpoem.generate import Poet, main, normalise, sample
+from tangpoem.generate import main
+from tangpoem.generation import Poet, normalise
+from tangpoem.generation.sampling import sample
+from tangpoem.generation.shapes import LINE_ENDS, SENTENCE_ENDS
+from tangpoem.prosody import FORMS, is_hanzi
 
 COMMON = (
     "不人无山一风日云有来天何中时上花水月春生为相心自年如长君知白此归行见秋去得空在清下夜高江是里明未金门三多处"
@@ -83,7 +86,7 @@ def no_triples(text: str) -> bool:
 
 
 def test_acrostic_heads_in_order_all_used(poet: Poet) -> None:
-    poems = poet.acrostic(HEADS, num_poems=SEEDS, seed=100)
+    poems = poet.write(start_words=HEADS, acrostic=True, num_poems=SEEDS, seed=100)
     assert len({p.text for p in poems}) > SEEDS // 2  # varied
     for poem in poems:
         check_lines(poem, None, len(HEADS))
@@ -94,7 +97,9 @@ def test_acrostic_heads_in_order_all_used(poet: Poet) -> None:
 @pytest.mark.parametrize("form", ["五绝", "qilv"])
 def test_acrostic_with_form_and_rhyme(poet: Poet, form: str) -> None:
     length, count = FORMS[{"qilv": "七律"}.get(form, form)]
-    for poem in written(poet.acrostic("春风十里", form=form, rhyme=True, num_poems=SEEDS, seed=7), SEEDS):
+    for poem in written(
+        poet.write(start_words="春风十里", acrostic=True, form=form, rhyme=True, num_poems=SEEDS, seed=7), SEEDS
+    ):
         check_lines(poem, length, count)
         assert [line[0] for line in poem.lines[:4]] == list("春风十里"), poem.text
         check_rhyme(poem)
@@ -102,7 +107,7 @@ def test_acrostic_with_form_and_rhyme(poet: Poet, form: str) -> None:
 
 def test_acrostic_heads_with_punctuation_and_question_marks(poet: Poet) -> None:
     # A phrase written with punctuation: the marks are not heads.
-    poems = written(poet.acrostic("春风? 十里,", num_poems=4), 4)
+    poems = written(poet.write(start_words="春风? 十里,", acrostic=True, num_poems=4), 4)
     assert all([line[0] for line in p.lines] == list("春风十里") for p in poems)
 
 
@@ -132,7 +137,7 @@ def check_tones(poem) -> None:
 def test_forms_exact(poet: Poet, form: str, rhyme: bool) -> None:
     name = {"wujue": "五绝", "qijue": "七绝", "wulv": "五律", "qilv": "七律"}.get(form, form)
     length, count = FORMS[name]
-    poems = written(poet.continue_poem("", form=form, rhyme=rhyme, num_poems=SEEDS // 2, seed=3), SEEDS // 2)
+    poems = written(poet.write(form=form, rhyme=rhyme, num_poems=SEEDS // 2, seed=3), SEEDS // 2)
     for poem in poems:
         check_lines(poem, length, count)
         assert poem.ended == "shape"
@@ -142,25 +147,25 @@ def test_forms_exact(poet: Poet, form: str, rhyme: bool) -> None:
 
 
 def test_line_length_and_lines(poet: Poet) -> None:
-    for poem in written(poet.continue_poem("", line_length=5, lines=6, num_poems=SEEDS, seed=1), SEEDS):
+    for poem in written(poet.write(line_length=5, lines=6, num_poems=SEEDS, seed=1), SEEDS):
         check_lines(poem, 5, 6)
-    for poem in written(poet.continue_poem("", line_length=7, num_poems=SEEDS, seed=1, max_gen_len=64), SEEDS):
+    for poem in written(poet.write(line_length=7, num_poems=SEEDS, seed=1, max_gen_len=64), SEEDS):
         check_lines(poem, 7, None)
         assert len(poem.lines) % 2 == 0
 
 
 def test_continuation_keeps_first_line_length(poet: Poet) -> None:
-    for poem in written(poet.continue_poem("老夫聊发少年狂,", num_poems=SEEDS, seed=5, max_gen_len=80), SEEDS):
+    for poem in written(poet.write(start_words="老夫聊发少年狂,", num_poems=SEEDS, seed=5, max_gen_len=80), SEEDS):
         assert poem.text.startswith("老夫聊发少年狂，"), poem.text
         check_lines(poem, 7, None, strict=False)
         assert len(poem.text) <= 80
     # The model may choose the first line's length, then keeps it.
-    for poem in written(poet.continue_poem("", num_poems=SEEDS, seed=5, max_gen_len=60), SEEDS):
+    for poem in written(poet.write(num_poems=SEEDS, seed=5, max_gen_len=60), SEEDS):
         check_lines(poem, None, None, strict=False)
 
 
 def test_start_words_within_a_form(poet: Poet) -> None:
-    for poem in written(poet.continue_poem("床前明月光，疑是", form="五绝", num_poems=6), 6):
+    for poem in written(poet.write(start_words="床前明月光，疑是", form="五绝", num_poems=6), 6):
         check_lines(poem, 5, 4)
         assert poem.text.startswith("床前明月光，疑是")
 
@@ -179,7 +184,9 @@ def test_prefix_words_never_appear(poet: Poet) -> None:
 
     poet.step.step = spy
     try:
-        poems = written(poet.continue_poem("春风", prefix_words=prefix, num_poems=SEEDS, seed=9, max_gen_len=60), SEEDS)
+        poems = written(
+            poet.write(start_words="春风", prefix_words=prefix, num_poems=SEEDS, seed=9, max_gen_len=60), SEEDS
+        )
     finally:
         del poet.step.step
     # Fed: <START>, the prefix (normalised), then the poem; printed: the poem only.
@@ -193,14 +200,14 @@ def test_prefix_words_never_appear(poet: Poet) -> None:
 
 def test_greedy_prefix_is_not_output(random_ckpt: str) -> None:
     poet = Poet.load(random_ckpt)
-    (poem,) = poet.continue_poem("", prefix_words="欲穷千里目", temperature=0, form="五绝")
+    (poem,) = poet.write(prefix_words="欲穷千里目", temperature=0, form="五绝")
     assert not poem.text.startswith("欲穷千里目")
 
 
 def test_fixed_seed_repeats(poet: Poet) -> None:
-    a = poet.acrostic("春夏秋冬", seed=42, num_poems=3)
-    b = poet.acrostic("春夏秋冬", seed=42, num_poems=3)
-    c = poet.acrostic("春夏秋冬", seed=43, num_poems=3)
+    a = poet.write(start_words="春夏秋冬", acrostic=True, seed=42, num_poems=3)
+    b = poet.write(start_words="春夏秋冬", acrostic=True, seed=42, num_poems=3)
+    c = poet.write(start_words="春夏秋冬", acrostic=True, seed=43, num_poems=3)
     assert [p.text for p in a] == [p.text for p in b]
     assert [p.text for p in a] != [p.text for p in c]
     assert [p.seed for p in a] == [42, 43, 44]
@@ -220,7 +227,7 @@ def test_batch_equals_one_by_one(poet: Poet, mode: dict) -> None:
     heads = mode.pop("heads", None)
 
     def run(**kw):
-        return poet.acrostic(heads, **mode, **kw) if heads else poet.continue_poem(**mode, **kw)
+        return poet.write(start_words=heads, acrostic=True, **mode, **kw) if heads else poet.write(**mode, **kw)
 
     batch = run(seed=20, num_poems=5)
     alone = [run(seed=20 + i, num_poems=1)[0] for i in range(5)]
@@ -228,14 +235,14 @@ def test_batch_equals_one_by_one(poet: Poet, mode: dict) -> None:
 
 
 def test_repetition_penalty_breaks_greedy_loops(poet: Poet) -> None:
-    (looping,) = poet.continue_poem("", form="七律", temperature=0, repetition_penalty=0)
-    (varied,) = poet.continue_poem("", form="七律", temperature=0, repetition_penalty=5)
+    (looping,) = poet.write(form="七律", temperature=0, repetition_penalty=0)
+    (varied,) = poet.write(form="七律", temperature=0, repetition_penalty=5)
     check_lines(varied, 7, 8)
     assert len(set(varied.text)) > len(set(looping.text)) or len(set(varied.text)) >= 50
 
 
 def test_greedy_ignores_seed(poet: Poet) -> None:
-    a = poet.continue_poem("春", form="五绝", temperature=0, seed=1, num_poems=2)
+    a = poet.write(start_words="春", form="五绝", temperature=0, seed=1, num_poems=2)
     assert a[0].text == a[1].text
 
 
@@ -261,7 +268,7 @@ def test_sampler_allowed_top_k_top_p() -> None:
 
 
 def test_nucleus_matches_full_sort() -> None:
-    from tangpoem.generate import _nucleus
+    from tangpoem.generation.sampling import _nucleus
 
     rng = np.random.default_rng(1)
     for scale in (0.1, 1.0, 5.0):  # flat to peaked: the candidate search widens or not
@@ -297,8 +304,8 @@ def test_cli_prints_couplets_and_json(random_ckpt: str, capsys) -> None:
     code, out, err = run_cli(capsys, "--model-path", random_ckpt, "--acrostic", "--start-words", "春风", "--json")
     assert code == 0, err
     record = json.loads(out)
-    assert record["lines"][0][0] == "春" and record["seed"] == 0 and record["settings"]["mode"] == "acrostic"
-    assert record["poem"] == "".join(record["lines"])
+    assert record["lines"][0][0] == "春" and record["seed"] == 0 and record["settings"]["acrostic"] is True
+    assert record["text"] == record["poem"] == "".join(record["lines"])  # "poem": the earlier key, one more release
     code, out, _ = run_cli(
         capsys, "--model-path", random_ckpt, "--num-poems", "3", "--json", "--form", "wujue", "--start-words", ""
     )
@@ -376,9 +383,9 @@ FORM_NAMES = ("五绝", "七绝", "五律", "七律")
 
 
 def test_forms_rhyme_by_default_and_no_rhyme_turns_it_off(poet: Poet) -> None:
-    for poem in written(poet.continue_poem("", form="七绝", num_poems=SEEDS, seed=11), SEEDS):
+    for poem in written(poet.write(form="七绝", num_poems=SEEDS, seed=11), SEEDS):
         check_rhyme(poem)
-    assert all(not p.rhyme for p in written(poet.continue_poem("", form="七绝", rhyme=False, num_poems=4), 4))
+    assert all(not p.rhyme for p in written(poet.write(form="七绝", rhyme=False, num_poems=4), 4))
 
 
 @pytest.mark.parametrize("form", FORM_NAMES)
@@ -386,29 +393,35 @@ def test_forms_rhyme_by_default_and_no_rhyme_turns_it_off(poet: Poet) -> None:
 def test_tones_keep_every_rule(poet: Poet, form: str, num_poems: int) -> None:
     length, count = FORMS[form]
     for seed in range(0, 40, num_poems):
-        for poem in written(poet.continue_poem("", form=form, tones=True, num_poems=num_poems, seed=seed), num_poems):
+        for poem in written(poet.write(form=form, tones=True, num_poems=num_poems, seed=seed), num_poems):
             check_lines(poem, length, count)
             check_tones(poem)
             check_rhyme(poem)
 
 
 def test_tones_with_acrostic_template_and_start_words(poet: Poet) -> None:
-    for poem in written(poet.acrostic("春花秋月", form="七绝", tones=True, num_poems=SEEDS, seed=3), SEEDS):
+    for poem in written(
+        poet.write(start_words="春花秋月", acrostic=True, form="七绝", tones=True, num_poems=SEEDS, seed=3), SEEDS
+    ):
         assert [line[0] for line in poem.lines] == list("春花秋月")
         check_tones(poem)
         check_rhyme(poem)
     template = "床前明月光，□□□□□。□□□□□，□□□□□。"
-    for poem in written(poet.fill(template, tones=True, num_poems=SEEDS, seed=5), SEEDS):
+    for poem in written(poet.write(template=template, tones=True, num_poems=SEEDS, seed=5), SEEDS):
         assert poem.text.startswith("床前明月光，") and len(poem.text) == len(template)
         check_tones(poem)
-    for poem in written(poet.continue_poem("白日依山尽，", form="五绝", tones=True, num_poems=SEEDS, seed=8), SEEDS):
+    for poem in written(
+        poet.write(start_words="白日依山尽，", form="五绝", tones=True, num_poems=SEEDS, seed=8), SEEDS
+    ):
         assert poem.text.startswith("白日依山尽，")
         check_tones(poem)
         assert poem.pattern == "仄起不入韵"  # the only pattern 白日依山尽 leaves
 
 
 def test_tones_without_a_form_on_five_or_seven_character_lines(poet: Poet) -> None:
-    for poem in written(poet.acrostic("夜月一帘幽梦", tones=True, num_poems=SEEDS, seed=2), SEEDS):
+    for poem in written(
+        poet.write(start_words="夜月一帘幽梦", acrostic=True, tones=True, num_poems=SEEDS, seed=2), SEEDS
+    ):
         check_lines(poem, None, 6)
         assert len(poem.lines[0]) - 1 in (5, 7)
         check_tones(poem)
@@ -416,32 +429,34 @@ def test_tones_without_a_form_on_five_or_seven_character_lines(poet: Poet) -> No
 
 def test_pattern_names_a_pattern(poet: Poet) -> None:
     for name in prosody.PATTERN_NAMES:
-        for poem in written(poet.continue_poem("", form="五律", tones=True, pattern=name, num_poems=4, seed=1), 4):
+        for poem in written(poet.write(form="五律", tones=True, pattern=name, num_poems=4, seed=1), 4):
             assert poem.pattern == name and name in prosody.check_poem(poem.text).patterns
     with pytest.raises(TangpoemError, match="unknown tone pattern '平起'"):
-        poet.continue_poem("", form="五律", tones=True, pattern="平起")
+        poet.write(form="五律", tones=True, pattern="平起")
     with pytest.raises(TangpoemError, match="with --tones"):
-        poet.continue_poem("", form="五律", pattern="平起入韵")
+        poet.write(form="五律", pattern="平起入韵")
 
 
 def test_given_characters_no_pattern_admits_are_named(poet: Poet) -> None:
     with pytest.raises(TangpoemError, match=r"'山' at line 1, character 4 of the template"):
-        poet.fill("春风江山开，□□□□□。□□□□□，□□□□□。", tones=True)
+        poet.write(template="春风江山开，□□□□□。□□□□□，□□□□□。", tones=True)
     with pytest.raises(TangpoemError, match=r"do not fit: no 五绝 tone pattern admits the level \(平\) '山'"):
-        poet.continue_poem("春风江山", form="五绝", tones=True)
+        poet.write(start_words="春风江山", form="五绝", tones=True)
     with pytest.raises(TangpoemError, match="oblique"):  # 月 cannot close a rhyming line
-        poet.fill("□□□□□，□□□□月。□□□□□，□□□□□。")
-    assert poet.fill("□□□□□，□□□□月。□□□□□，□□□□□。", rhyme=False)  # it can without rhyme
+        poet.write(template="□□□□□，□□□□月。□□□□□，□□□□□。")
+    assert poet.write(template="□□□□□，□□□□月。□□□□□，□□□□□。", rhyme=False)  # it can without rhyme
 
 
 def test_template_keeps_its_characters_and_fills_the_blanks(poet: Poet) -> None:
     template = "□□□□□□□，□□□□□□□。□□□山□□□，□□□□□□□。"
-    for poem in written(poet.fill(template.replace("□", "_", 3).replace("□", "＿", 2), num_poems=SEEDS, seed=4), SEEDS):
+    for poem in written(
+        poet.write(template=template.replace("□", "_", 3).replace("□", "＿", 2), num_poems=SEEDS, seed=4), SEEDS
+    ):
         check_lines(poem, 7, 4)
         assert poem.lines[2][3] == "山"
         check_rhyme(poem)  # a template in a form's shape rhymes by default
     kept = "春风不见长江水，明月何时上玉楼。"
-    (poem,) = poet.fill(kept + "□□□□□□□，□□□□□□□。", seed=3)
+    (poem,) = poet.write(template=kept + "□□□□□□□，□□□□□□□。", seed=3)
     assert poem.text.startswith(kept)
 
 
@@ -453,50 +468,52 @@ def test_template_keeps_its_characters_and_fills_the_blanks(poet: Poet) -> None:
         ("床前明月光，□□□□□", "must end each line"),
         ("床前明a光，□□□□□。", "'a' at line 1, character 4"),
         ("床前明月光。□□□□□，", "line 1 of the template must end in ，"),
-        ("", "template is empty"),
+        (" ", "template is empty"),  # an empty template is no template: a continuation
     ],
 )
 def test_bad_templates_are_refused(poet: Poet, template: str, message: str) -> None:
     with pytest.raises(TangpoemError, match=message):
-        poet.fill(template)
+        poet.write(template=template)
     with pytest.raises(TangpoemError, match="has 5-character lines, but 7"):
-        poet.fill("床前明月光，□□□□□。", form="七绝")
+        poet.write(template="床前明月光，□□□□□。", form="七绝")
 
 
 def test_lines_have_five_or_seven_characters_unless_asked(poet: Poet) -> None:
-    for poem in written(poet.acrostic("夜月一帘幽梦春风十里柔情", num_poems=SEEDS, seed=6), SEEDS):
+    for poem in written(
+        poet.write(start_words="夜月一帘幽梦春风十里柔情", acrostic=True, num_poems=SEEDS, seed=6), SEEDS
+    ):
         assert len(poem.lines[0]) - 1 in (5, 7), poem.text
         check_lines(poem, None, 12)
-    for poem in written(poet.continue_poem("", num_poems=SEEDS, seed=7, max_gen_len=80), SEEDS):
+    for poem in written(poet.write(num_poems=SEEDS, seed=7, max_gen_len=80), SEEDS):
         assert len(poem.lines[0]) - 1 in (5, 7), poem.text
-    for poem in written(poet.acrostic("春夏秋冬", line_length=4, num_poems=4), 4):
+    for poem in written(poet.write(start_words="春夏秋冬", acrostic=True, line_length=4, num_poems=4), 4):
         check_lines(poem, 4, 4)
 
 
 def test_max_gen_len_bounds_acrostics_and_lines(poet: Poet) -> None:
     heads = "夜月一帘幽梦春风十里柔情"  # 12 lines: 72 characters in 5-character lines, 96 in 7
-    for poem in written(poet.acrostic(heads, max_gen_len=80, num_poems=SEEDS, seed=1), SEEDS):
+    for poem in written(poet.write(start_words=heads, acrostic=True, max_gen_len=80, num_poems=SEEDS, seed=1), SEEDS):
         check_lines(poem, 5, 12)
-    for poem in written(poet.continue_poem("", lines=6, max_gen_len=40, num_poems=SEEDS, seed=1), SEEDS):
+    for poem in written(poet.write(lines=6, max_gen_len=40, num_poems=SEEDS, seed=1), SEEDS):
         check_lines(poem, 5, 6)
     with pytest.raises(TangpoemError, match="--max-gen-len is 60"):
-        poet.acrostic(heads, max_gen_len=60)
+        poet.write(start_words=heads, acrostic=True, max_gen_len=60)
 
 
 def test_candidates_keep_the_likeliest_poem(poet: Poet) -> None:
     for seed in range(6):
-        (plain,) = poet.continue_poem("", form="五绝", seed=seed)
-        (best,) = poet.continue_poem("", form="五绝", candidates=4, seed=seed)
+        (plain,) = poet.write(form="五绝", seed=seed)
+        (best,) = poet.write(form="五绝", candidates=4, seed=seed)
         assert best.score == pytest.approx(poet.score(best.text), abs=1e-4)
         assert best.score >= poet.score(plain.text) - 1e-6  # the first candidate is the plain poem
-        assert best.text == poet.continue_poem("", form="五绝", candidates=4, seed=seed)[0].text
+        assert best.text == poet.write(form="五绝", candidates=4, seed=seed)[0].text
 
 
 @pytest.mark.parametrize("options", [dict(form="七绝", drafts=3), dict(drafts=3, max_gen_len=60),
                                      dict(form="五律", tones=True, drafts=2, candidates=2)])  # fmt: skip
 def test_drafts_keep_the_rules_and_batches_equal_one_by_one(poet: Poet, options: dict) -> None:
-    batch = poet.continue_poem("", num_poems=5, seed=30, **options)
-    alone = [poet.continue_poem("", num_poems=1, seed=30 + i, **options)[0] for i in range(5)]
+    batch = poet.write(num_poems=5, seed=30, **options)
+    alone = [poet.write(num_poems=1, seed=30 + i, **options)[0] for i in range(5)]
     assert [p.text for p in batch] == [p.text for p in alone]
     for poem in batch:
         check_lines(poem, None, None, strict="form" in options)
@@ -510,24 +527,28 @@ def test_drafts_keep_the_rules_and_batches_equal_one_by_one(poet: Poet, options:
 
 
 def test_greedy_needs_no_candidates(poet: Poet) -> None:
-    (a,) = poet.continue_poem("", form="五绝", temperature=0)
-    (b,) = poet.continue_poem("", form="五绝", temperature=0, candidates=4, drafts=4)
+    (a,) = poet.write(form="五绝", temperature=0)
+    (b,) = poet.write(form="五绝", temperature=0, candidates=4, drafts=4)
     assert a.text == b.text
 
 
 def test_write_batch_equals_each_request_alone(poet: Poet) -> None:
-    from tangpoem.generate import Options
+    from tangpoem.generation import GenerationConfig
 
     requests = [
-        ("continue", "", Options(form="七绝", num_poems=2, seed=3)),
-        ("acrostic", "春花秋月", Options(form="五绝", tones=True, seed=4, prefix_words="欲穷千里目")),
-        ("continue", "春风abc", Options()),  # refused: not in the vocabulary
-        ("template", "□□□□□，□□□□□。□□□□□，□□□□□。", Options(candidates=2, drafts=2, seed=5)),
-        ("continue", "春风", Options(max_gen_len=40, temperature=0)),
+        GenerationConfig(form="七绝", num_poems=2, seed=3),
+        GenerationConfig(
+            start_words="春花秋月", acrostic=True, form="五绝", tones=True, seed=4, prefix_words="欲穷千里目"
+        ),
+        GenerationConfig(start_words="春风abc"),  # refused: not in the vocabulary
+        GenerationConfig(template="□□□□□，□□□□□。□□□□□，□□□□□。", candidates=2, drafts=2, seed=5),
+        GenerationConfig(start_words="春风", max_gen_len=40, temperature=0),
     ]
     together = poet.write_batch(requests)
     assert isinstance(together[2], TangpoemError) and "'a' (U+0061)" in str(together[2])
-    for (mode, text, opts), got in zip(requests, together, strict=True):
+    assert together[2].field == "start_words"
+    assert sum(not isinstance(got, TangpoemError) for got in together) == 4
+    for request, got in zip(requests, together, strict=True):
         if not isinstance(got, TangpoemError):
-            assert [p.text for p in got] == [p.text for p in poet.write(mode, text, opts)]
-            assert [p.score for p in got] == pytest.approx([p.score for p in poet.write(mode, text, opts)])
+            assert [p.text for p in got] == [p.text for p in poet.write(request)]
+            assert [p.score for p in got] == pytest.approx([p.score for p in poet.write(request)])

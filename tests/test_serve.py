@@ -30,8 +30,8 @@ importorskip_outside_ci("starlette.testclient", "the tests need httpx2 (or httpx
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from tangpoem.prosody import FORMS  # noqa: E402
 from tangpoem.generation import GenerationConfig, Poet  # noqa: E402
+from tangpoem.prosody import FORMS  # noqa: E402
 from tangpoem.serve import (  # noqa: E402
     CAPS,
     MAX_BODY,
@@ -40,7 +40,6 @@ from tangpoem.serve import (  # noqa: E402
     ServeSettings,
     api_words,
     create_app,
-    error_field,
     host_warning,
     main,
 )
@@ -140,10 +139,10 @@ def test_replay_by_seed_and_same_as_the_python_api(client, poet):
     for p in a["poems"]:
         status, again = post(client, {**settings, "seed": p["seed"], "num_poems": 1})
         assert status == 200 and again["poems"][0]["text"] == p["text"]
-    opts = Options(**{k: v for k, v in settings.items() if k not in ("mode", "text")})
+    assert settings["start_words"] == "江山如画" and settings["acrostic"] is True  # the old names, translated
     # the app filled its input table at start (flat memory); this Poet fills it as characters come: same poems
     assert client.app.state.decoder.poet.step.known.all()
-    assert [p.text for p in poet.write("acrostic", "江山如画", opts)] == [p["text"] for p in a["poems"]]
+    assert [p.text for p in poet.write(GenerationConfig(**settings))] == [p["text"] for p in a["poems"]]
     # a request without a seed gets another one each time
     seeds = {post(client, {"text": "春"})[1]["settings"]["seed"] for _ in range(4)}
     assert len(seeds) > 1
@@ -285,16 +284,29 @@ def test_no_request_makes_a_500(client):
 
 
 def test_messages_name_fields_in_api_words():
-    assert error_field("--temperature must be between 0 and 100, not -1.0") == "temperature"
-    assert error_field("the start words '床' do not fit: x; change --start-words") == "text"
-    assert error_field("no 七绝 tone pattern admits the level (平) '东' at line 1, character 2 of the template") == (
-        "text"
-    )
-    assert error_field("--pattern names a tone pattern: use it with --tones") == "pattern"
-    assert error_field("something else") is None
     assert api_words("change it, or pass --no-rhyme") == 'change it, or pass "rhyme": false'
     assert api_words("but --max-gen-len is 50") == "but max_gen_len is 50"
-    assert api_words("pass --start-words '' to let the model begin") == 'pass an empty "text" to let the model begin'
+    assert api_words("pass --start-words '' to let the model begin") == "pass an empty start_words to let the model begin"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"start_words": "床前明月光照", "form": "五绝"}, "start_words"),
+        ({"template": "□□□□□，□□□□月。□□□□□，□□□□□。"}, "template"),
+        ({"start_words": "春", "prefix_words": "龘"}, "prefix_words"),
+        ({"form": "五律", "tones": True, "pattern": "平起"}, "pattern"),
+        ({"form": "七律", "max_gen_len": 40}, "max_gen_len"),
+        ({"line_length": 4, "tones": True}, "tones"),
+        ({"title": "春夜喜雨"}, "title"),  # a model trained without titles
+        ({"style": "song"}, "style"),
+        ({"mode": "template", "text": "□□□□□，□□□□月。□□□□□，□□□□□。"}, "text"),  # the deprecated names
+    ],
+)
+def test_a_refusal_names_the_setting_it_is_about(client, body, field):
+    """The field comes with the error (TangpoemError.field), not from matching its message."""
+    status, answer = post(client, body)
+    assert status == 422 and answer["field"] == field, answer
 
 
 # ---------------------------------------------------------------- concurrency: one decoder, batches, a bounded queue
@@ -319,12 +331,12 @@ class GatedPoet(Poet):
 def test_requests_that_arrive_together_are_decoded_together(trained_ckpt):
     gated = GatedPoet(Poet.load(trained_ckpt))
     decoder = Decoder(gated, queue_size=16, batch_rows=256)
-    asks = [("acrostic", "春花秋月", Options(form="七绝", seed=s)) for s in range(6)]
+    asks = [GenerationConfig(start_words="春花秋月", acrostic=True, form="七绝", seed=s) for s in range(6)]
 
     async def run():
-        first = asyncio.ensure_future(decoder.write(*asks[0]))
+        first = asyncio.ensure_future(decoder.write(asks[0]))
         await asyncio.to_thread(gated.inside.wait, 10)  # the decoder is busy with the first request
-        rest = [asyncio.ensure_future(decoder.write(*a)) for a in asks[1:]]
+        rest = [asyncio.ensure_future(decoder.write(a)) for a in asks[1:]]
         await asyncio.sleep(0.05)
         gated.gate.set()
         return await asyncio.gather(first, *rest)
@@ -335,7 +347,7 @@ def test_requests_that_arrive_together_are_decoded_together(trained_ckpt):
         decoder.stop()
     assert gated.calls == [1, 5]  # the five that waited went to the model in one call
     alone = Poet.load(trained_ckpt)
-    assert [r[0].text for r in results] == [alone.write(*a)[0].text for a in asks]  # same poems as one by one
+    assert [r[0].text for r in results] == [alone.write(a)[0].text for a in asks]  # same poems as one by one
 
 
 def test_under_load_a_batch_waits_for_the_clients_it_just_answered(trained_ckpt):
@@ -343,20 +355,20 @@ def test_under_load_a_batch_waits_for_the_clients_it_just_answered(trained_ckpt)
     4 + 1); then all five come back 20 ms apart and share the next decode again (not 1 + 4)."""
     gated = GatedPoet(Poet.load(trained_ckpt))
     decoder = Decoder(gated, queue_size=16, batch_rows=256, gather_ms=5000)
-    asks = [("acrostic", "春花秋月", Options(form="五绝", seed=s)) for s in range(11)]
+    asks = [GenerationConfig(start_words="春花秋月", acrostic=True, form="五绝", seed=s) for s in range(11)]
 
     async def run():
-        first = asyncio.ensure_future(decoder.write(*asks[0]))
+        first = asyncio.ensure_future(decoder.write(asks[0]))
         await asyncio.to_thread(gated.inside.wait, 10)
-        four = [asyncio.ensure_future(decoder.write(*a)) for a in asks[1:5]]
+        four = [asyncio.ensure_future(decoder.write(a)) for a in asks[1:5]]
         await asyncio.sleep(0.05)
         gated.gate.set()
         await first
         await asyncio.sleep(0.02)
-        results = await asyncio.wait_for(asyncio.gather(decoder.write(*asks[5]), *four), 30)  # well before 5 s
+        results = await asyncio.wait_for(asyncio.gather(decoder.write(asks[5]), *four), 30)  # well before 5 s
         again = []
         for a in asks[6:]:
-            again.append(asyncio.ensure_future(decoder.write(*a)))
+            again.append(asyncio.ensure_future(decoder.write(a)))
             await asyncio.sleep(0.02)
         return results + await asyncio.wait_for(asyncio.gather(*again), 30)
 
@@ -366,7 +378,7 @@ def test_under_load_a_batch_waits_for_the_clients_it_just_answered(trained_ckpt)
         decoder.stop()
     assert gated.calls == [1, 5, 5]
     alone = Poet.load(trained_ckpt)
-    expected = [alone.write(*a)[0].text for a in (asks[5], *asks[1:5], *asks[6:])]
+    expected = [alone.write(a)[0].text for a in (asks[5], *asks[1:5], *asks[6:])]
     assert [r[0].text for r in results] == expected  # the same poems as one by one
 
 
