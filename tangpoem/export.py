@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tangpoem.checkpoint import Checkpoint, load_checkpoint
+from tangpoem.checkpoint import Checkpoint, load_checkpoint, resolve_model
 from tangpoem.config import COMMANDS, ArgumentParser, add_config_args, parse_config_args
 from tangpoem.data import atomic_write
 from tangpoem.errors import TangpoemError, cli_main
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_args(parser, COMMANDS["tangpoem.export"])
     parser.add_argument("--out", default="work/export/step", help="path prefix to write (default: %(default)s)")
     cfg, args = parse_config_args(parser, argv)
-    ckpt = load_checkpoint(cfg.model_path)
+    ckpt = load_checkpoint(resolve_model(cfg, named="model_path" in vars(args)))
     from tangpoem.device import setup_device
 
     setup_device(False, cfg.num_threads)
