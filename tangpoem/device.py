@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -89,11 +90,21 @@ def quiet_idle_threads() -> None:
 def prepare_command() -> None:
     """What a command sets up in its own process before Paddle loads; importing tangpoem sets up nothing.
 
-    Idle OpenMP threads sleep (`quiet_idle_threads`), and Paddle's import-time warning that no C++ compiler
-    cache was found (it matters only for building custom ops) is not shown.
+    Idle OpenMP threads sleep (`quiet_idle_threads`), Paddle's import-time warning that no C++ compiler
+    cache was found (it matters only for building custom ops) is not shown, and Ctrl-C ends the command
+    with one line (training installs its own handler, which stops with a checkpoint).
     """
     quiet_idle_threads()
     warnings.filterwarnings("ignore", message="No ccache found")
+    signal.signal(signal.SIGINT, _interrupted)
+
+
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C in a command (while Paddle loads, say, before any handler of its own): one line, exit 130,
+    not a KeyboardInterrupt traceback from whatever import was running. Nothing is half-written: files
+    are written to a temporary name and renamed (data.atomic_write)."""
+    print("interrupted", file=sys.stderr)
+    raise SystemExit(130)
 
 
 def set_threads(num_threads: int = 0) -> int:

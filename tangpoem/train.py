@@ -571,18 +571,19 @@ def run_training(cfg: Config) -> TrainResult:
     # Optimizer state is keyed by generated names (parameter name + accumulator counter, the latter made
     # at the first step): a fresh name scope for the whole run makes them the same in every run and
     # process, so a saved state always loads.
-    with paddle.utils.unique_name.guard():
+    # The stop flag is up from the start: Ctrl-C while the run sets up (data, network, kernels) stops it
+    # after its first step, with a checkpoint, like one during training.
+    with paddle.utils.unique_name.guard(), _StopFlag().installed() as stop:
         run = Run(cfg)
-        with _StopFlag().installed() as stop:
-            if cfg.max_steps and run.global_step >= cfg.max_steps:
-                run.result.stopped_by = "max_steps"
-            while run.epoch < cfg.epoch and not run.result.stopped_by:
-                for inputs, targets in run.batches():
-                    run.train_step(inputs, targets)
-                    run.log_progress()
-                    if run.stop_reason(stop):
-                        break
-                run.end_epoch()
+        if cfg.max_steps and run.global_step >= cfg.max_steps:
+            run.result.stopped_by = "max_steps"
+        while run.epoch < cfg.epoch and not run.result.stopped_by:
+            for inputs, targets in run.batches():
+                run.train_step(inputs, targets)
+                run.log_progress()
+                if run.stop_reason(stop):
+                    break
+            run.end_epoch()
         return run.finish()
 
 

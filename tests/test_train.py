@@ -234,6 +234,21 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(small_npz, tmp_path, 
     assert resumed.losses == pytest.approx(whole.losses[4:], rel=1e-5)
 
 
+def test_ctrl_c_while_the_run_sets_up_stops_after_its_first_step(small_npz, tmp_path, monkeypatch, capsys):
+    """Loading the data and building the network take seconds on the real corpus: Ctrl-C then is not lost
+    either, and not a traceback: the run stops after one step, with a checkpoint."""
+    real_load = train_mod.load_npz
+
+    def load_then_ctrl_c(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "load_npz", load_then_ctrl_c)
+    result = run_training(tiny_config(small_npz, tmp_path / "m", max_steps=0))
+    assert result.stopped_by == "SIGINT" and result.global_step == 1
+    assert latest_checkpoint(str(tmp_path / "m")) == f"{tmp_path / 'm'}.step1"
+
+
 FAILURES = ["trainer pickle", "trainer rename", "weights serialise", "weights write", "weights rename"]
 
 
