@@ -1,12 +1,15 @@
-"""Every command in the README runs: the cheap ones here, with a tiny network and a few steps.
+"""Every command in the README (and in docs/*.md) runs: the cheap ones here, with a tiny network and a few steps.
 
 Commands that download, launch several processes, install packages or take minutes (the two set-up
 commands, benchmarks) are named in SKIPPED: a new command in the README must be run here or added there.
+The settings reference (README.md and docs/settings.md) is what scripts/settings_reference.py generates
+from Config now, and the README and the configs shipped in the wheel hold no dates, loads or machines.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import shlex
 import shutil
@@ -18,7 +21,10 @@ import pytest
 from tangpoem.config import Config
 from tests.conftest import CORPUS_ENV, corpus_from_env, write_corpus
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))  # their commands run too, each page in a user's folder of its own
+README_MAX_LINES = 260  # a user's guide; measurements and details live in docs/ and benchmarks/README.md
 TINY = ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "16",
         "--max-steps", "2", "--no-use-gpu", "--no-amp", "--plot-every", "1000000", "--epoch", "1"]  # fmt: skip
 SKIPPED = [
@@ -35,13 +41,13 @@ SKIPPED = [
 ]
 
 
-def readme_blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def readme_blocks(lang: str, page: Path = README) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
 
 
-def readme_commands() -> list[str]:
+def readme_commands(page: Path = README) -> list[str]:
     commands = []
-    for block in readme_blocks("sh"):
+    for block in readme_blocks("sh", page):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.strip().removeprefix(".venv/bin/")  # the same command in the environment setup_env.sh made
             if line and not line.startswith("#"):
@@ -87,21 +93,34 @@ def to_argv(command: str, ckpt: str, corpus: Path) -> tuple[str, list[str]]:
     return module, args
 
 
-def test_every_readme_command_runs(workdir, monkeypatch, capsys):
+def run_page_commands(page: Path, workdir, folder: Path, monkeypatch, capsys) -> tuple[int, int]:
+    """Run a page's commands in order in a copy of the user's folder (its npz and tiny checkpoint)."""
     root, ckpt, corpus = workdir
-    monkeypatch.chdir(root)
+    shutil.copytree(root / "work", folder / "work")
+    ckpt = str(folder / Path(ckpt).relative_to(root))
+    monkeypatch.chdir(folder)
     ran = skipped = 0
-    for command in readme_commands():
+    for command in readme_commands(page):
         if any(s in command + "  " for s in SKIPPED):
             skipped += 1
             continue
-        assert command.startswith("python -m tangpoem."), f"README command not covered: {command}"
+        assert command.startswith("python -m tangpoem."), f"{page.name} command not covered: {command}"
         module, argv = to_argv(command, ckpt, corpus)
         status = importlib.import_module(module).main(argv)
         err = capsys.readouterr().err
-        assert status == 0, f"{command}\n-> exit {status}: {err[-500:]}"
+        assert status == 0, f"{page.name}: {command}\n-> exit {status}: {err[-500:]}"
         ran += 1
+    return ran, skipped
+
+
+def test_every_readme_command_runs(workdir, tmp_path, monkeypatch, capsys):
+    ran, skipped = run_page_commands(README, workdir, tmp_path, monkeypatch, capsys)
     assert ran >= 15 and skipped >= 5
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_every_docs_command_runs(page, workdir, tmp_path, monkeypatch, capsys):
+    run_page_commands(page, workdir, tmp_path, monkeypatch, capsys)
 
 
 def test_readme_data_commands_run_with_a_relative_downloaded_corpus(tmp_path, monkeypatch, capsys):
@@ -135,3 +154,49 @@ def test_readme_python_api_example_runs(workdir, monkeypatch, capsys):
     exec(re.sub(r'"work/checkpoints/[^"]+"', repr(ckpt), code), {})
     out = capsys.readouterr().out
     assert len(out.strip().splitlines()) >= 3
+
+
+# ---------------------------------------------------------------- the settings reference, and what the README holds
+
+
+def settings_script():
+    spec = importlib.util.spec_from_file_location("settings_reference", ROOT / "scripts" / "settings_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_settings_reference_is_generated_from_config_now():
+    from tangpoem.config import COMMANDS, FIELDS
+
+    ref = settings_script()
+    blocks = ref.generate()
+    for kind, path in ref.FILES.items():
+        assert ref.current(path) == blocks[kind], (
+            f"{path.relative_to(ROOT)}: its settings are out of date; run python scripts/settings_reference.py --write"
+        )
+    for name in FIELDS:  # every field once, with its default and range, under the commands that take it
+        rows = [row for row in blocks["full"].splitlines() if row.startswith(f"| `{ref.flag(name)}` |")]
+        assert len(rows) == 1, name
+        assert f" {ref.show_range(name)} | " in rows[0] and ref.show_default(name, FIELDS[name].default) in rows[0]
+    for command, names in COMMANDS.items():  # and each command's row of the README's table names them all
+        (row,) = [row for row in blocks["compact"].splitlines() if row.startswith(f"| `{command}` |")]
+        assert all(f"`{ref.flag(name)}`" in row for name in names), command
+    assert "| `--num-threads` | 0; generate, serve: 1 |" in blocks["full"]  # a command's own default is shown
+    assert "docs/settings.md" in README.read_text(encoding="utf-8")
+
+
+DATED = re.compile(r"\b20\d\d-\d\d-\d\d\b|\d\d:\d\d UTC|\bUTC\b|load average|\bload \d|EPYC|Xeon|vCPU", re.I)
+
+
+def test_readme_and_configs_hold_no_dates_loads_or_machines():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; details go to docs/"
+    found = [f"README.md:{i}: {line}" for i, line in enumerate(lines, 1) if DATED.search(line)]
+    for config in sorted((ROOT / "configs").glob("*.toml")):  # shipped in the wheel
+        for i, line in enumerate(config.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith("#") and DATED.search(line):
+                found.append(f"{config.name}:{i}: {line}")
+    assert not found, "measurements with their dates and machines go to benchmarks/README.md or docs/:\n" + "\n".join(
+        found
+    )
