@@ -15,6 +15,7 @@ import tangpoem  # noqa: F401  (quiets Paddle's import-time warning before any t
 from tangpoem.data import PoemData, build_poems, save_npz
 
 CORPUS_ENV = "TANGPOEM_CORPUS"
+TARBALL_ENV = "TANGPOEM_CORPUS_TARBALL"  # the npm tarball, for the Song shi the Tang folder lacks
 
 
 def corpus_from_env(base: Path) -> Path | None:
@@ -64,6 +65,21 @@ def corpus_dir(request) -> Path:
         )
     if not path.exists():
         pytest.fail(f"${CORPUS_ENV}={os.environ[CORPUS_ENV]} does not exist (looked for {path})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_tarball(request) -> Path:
+    """chinese-poetry-2.0.1.tgz (Tang and Song): $TANGPOEM_CORPUS_TARBALL, else $TANGPOEM_CORPUS when it is the
+    tarball (scripts/test.sh downloads one). Missing: a failure in CI (CI=true), a skip elsewhere."""
+    base = request.config.invocation_params.dir
+    value = os.environ.get(TARBALL_ENV)
+    path = (base / Path(value).expanduser()).resolve() if value else corpus_from_env(base)
+    if path is None or not path.is_file():
+        message = f"${TARBALL_ENV} ({value or 'unset'}) is not the corpus tarball, nor is ${CORPUS_ENV}; export it"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

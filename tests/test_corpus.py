@@ -1,9 +1,11 @@
-"""Cleaning rules on small hand-made inputs, corpus sources, and the download's failure modes."""
+"""Cleaning rules (poems and titles) on small hand-made inputs, corpus sources, malformed records, and the
+download's failure modes."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -115,3 +117,70 @@ def test_fetch_refuses_a_tarball_with_the_wrong_checksum(tmp_path: Path):
         corpus.fetch_corpus(tmp_path)
     assert not (tmp_path / corpus.TARBALL_NAME).exists()
     assert (tmp_path / (corpus.TARBALL_NAME + ".bad")).exists()
+
+
+# --------------------------------------------------------------- titles
+
+
+@pytest.mark.parametrize(
+    "title, cleaned",
+    [("春夜喜雨", "春夜喜雨"),
+     ("秋夜寄丘二十二員外", "秋夜寄丘二十二员外"),  # a person's number stays: no space before it
+     ("奉和聖製立春日侍宴內殿出翦綵花應制", "奉和圣制立春日侍宴内殿出翦彩花应制"),
+     ("送孟八浩然歸襄陽 二", "送孟八浩然归襄阳"),  # Tang numbering: the poem's place in a set, after a space
+     ("雜詩四首  其一", "杂诗"),  # Song numbering, then the size of the set
+     ("雜詩 其一○", "杂诗"),  # ○ is zero: the tenth
+     ("一○○", ""),  # only a number: no title
+     ("晚次（一作「歇」）湘源縣", "晚次湘源县"),
+     ("讀《漢書》作", "读汉书作"),  # the book is what the poem is about: kept
+     ("及第後讀書院詠物[一]十首上禮部李侍郎", "及第后读书院咏物十首上礼部李侍郎"),  # [一] is a footnote's number
+     ("賦得[澧]浦", "赋得澧浦"),  # [澧] a supplied character: kept
+     ("新樂府 七德舞\t美撥亂，陳王業也", "新乐府七德舞"),  # after a tab: a note
+     ("思君吟寄□□生", "思君吟寄生"),
+     ("（缺）", "")],
+)  # fmt: skip
+def test_titles_are_cleaned_for_asking(title, cleaned):
+    assert corpus.clean_title(title) == cleaned
+
+
+def test_a_title_longer_than_the_cap_is_dropped_not_cut():
+    at_cap = "月" * corpus.TITLE_MAX_CHARS
+    assert corpus.clean_title(at_cap) == at_cap
+    assert corpus.clean_title(at_cap + "月") == ""
+    preface = "令狐僕射與余投分素深縱山川阻修然音問相繼今年十一月僕射疾不起聞予已承訃書寢門長慟"
+    assert corpus.clean_title(preface) == ""
+
+
+# --------------------------------------------------------------- malformed records
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [({"title": "靜夜思", "paragraphs": ["床前明月光，", 7]}, r"poem \[1\] '靜夜思' has a paragraph that is a number"),
+     ({"title": "靜夜思", "paragraphs": [None]}, r"poem \[1\] '靜夜思' has a paragraph that is null"),
+     ({"title": "靜夜思", "paragraphs": [["床前明月光"]]}, r"poem \[1\] '靜夜思' has a paragraph that is a list"),
+     ({"title": "靜夜思", "paragraphs": "床前明月光"}, r"poem \[1\] '靜夜思' has no 'paragraphs' list \(text\)"),
+     ({"title": 12, "paragraphs": ["床前明月光。"]}, r"poem \[1\] has a 'title' that is a number, not text"),
+     ({"title": ["靜夜思"], "paragraphs": ["床前明月光。"]}, r"poem \[1\] has a 'title' that is a list, not text"),
+     ("床前明月光", r"poem \[1\] is text, not an object")],
+    ids=["number", "null", "nested-list", "string", "title-number", "title-list", "not-an-object"],
+)  # fmt: skip
+def test_a_malformed_poem_is_named_by_file_index_and_title(tmp_path, capsys, record, message):
+    from tangpoem.data import main
+
+    records = [{"title": "春曉", "paragraphs": ["春眠不覺曉，處處聞啼鳥。"]}, record]
+    (tmp_path / "poet.tang.3000.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    assert main(["build", "--source", str(tmp_path), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(rf"poet\.tang\.3000\.json in .*: {message}", err), err
+
+
+def test_a_missing_or_null_title_is_no_title(tmp_path):
+    records = [
+        {"paragraphs": ["床前明月光，疑是地上霜。"]},
+        {"title": None, "paragraphs": ["白日依山盡，黃河入海流。"]},
+    ]
+    (tmp_path / "poet.tang.0.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    poems, _ = build_poems(tmp_path, format_version=2)
+    assert poems.titles == ["", ""] and len(poems.texts()) == 2

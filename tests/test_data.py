@@ -6,6 +6,7 @@ import codecs
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tangpoem.data import EOP, PAD, SPECIALS, START, encode_rows, load_npz, main, make_vocabulary, poem_form
+from tangpoem.data import (
+    EOP,
+    PAD,
+    SPECIALS,
+    SPECIALS_V2,
+    START,
+    encode_rows,
+    load_npz,
+    main,
+    make_vocabulary,
+    poem_form,
+)
 from tangpoem.errors import TangpoemError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,3 +260,111 @@ def test_build_command_writes_a_loadable_npz(tmp_path, capsys):
     poems = load_npz(out)
     assert poems.data.shape == (2, 16) and poems.texts()[1] == "白日依山尽，黄河入海流。"
     assert [p.name for p in out.parent.iterdir()] == ["tang_poem.npz"]  # no temporary file left behind
+
+
+def test_format_1_and_classic_files_have_no_titles(tmp_path, tang_npz):
+    for poems in (load_npz(tang_npz), load_npz(classic_npz(tmp_path / "tang.npz"))):
+        assert poems.format_version == 1 and poems.titles is None and poems.collections is None
+        assert poems.collection_names == ["tang"] and poems.collection_of_rows().tolist() == [0] * len(poems.data)
+
+
+# --------------------------------------------------------------- issue 23: bad files refused in one line
+
+
+def test_a_text_file_named_npz_gets_no_advice_to_unpickle_it(tmp_path, capsys):
+    path = tmp_path / "poems.npz"
+    path.write_text("床前明月光，疑是地上霜。\n", encoding="utf-8")
+    assert main(["stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "allow_pickle" not in err and "pickle" not in err and len(err.strip().splitlines()) == 1
+    assert "is not an npz file" in err and "python -m tangpoem.data build" in err
+
+
+def test_an_npz_of_python_objects_gets_no_advice_to_unpickle_them(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, data=np.array([[1, "床"]], dtype=object), word2ix=np.array(["床"]), ix2word=np.array(["床"]))
+    with pytest.raises(TangpoemError, match="'data' cannot be read") as caught:
+        load_npz(path)
+    assert "allow_pickle" not in str(caught.value)
+
+
+V1_WORDS = np.array(["床", "前", "月", EOP, START, PAD])
+V1_DATA = np.array([[5, 5, 4, 0, 1, 3], [4, 0, 1, 2, 2, 3]], np.int32)
+
+
+def small_npz(path: Path, **changes) -> Path:
+    """A well-formed format-1 file of two poems, with some of its arrays replaced."""
+    arrays = {
+        "data": V1_DATA,
+        "word2ix": V1_WORDS,
+        "ix2word": V1_WORDS,
+        "heldout": np.array([False, True]),
+        "lengths": np.array([4, 6], np.int32),
+        "version": np.int32(1),
+    }
+    np.savez(path, **{**arrays, **changes})
+    return path
+
+
+@pytest.mark.parametrize(
+    "lengths, message",
+    [([-4, 6], r"'lengths' of row 0 is -4, outside 0\.\.6"),
+     ([4, 7], r"'lengths' of row 1 is 7, outside 0\.\.6"),
+     ([4, 2**32 + 6], r"'lengths' of row 1 is 4294967302, outside 0\.\.6"),  # int32 would wrap it to 6
+     ([3, 6], r"'lengths' of row 0 is 3, but the row holds 4 tokens that are not padding")],
+    ids=["negative", "too-large", "wraps-in-int32", "disagrees"],
+)  # fmt: skip
+def test_lengths_that_do_not_fit_the_rows_are_refused(tmp_path, capsys, lengths, message):
+    assert load_npz(small_npz(tmp_path / "ok.npz")).texts() == ["床前", "床前月月"]
+    path = small_npz(tmp_path / "bad.npz", lengths=np.array(lengths, np.int64))
+    assert main(["stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1
+
+
+def format_2(path: Path, **changes) -> Path:
+    """A well-formed format-2 file of two poems (a Tang and a Song one), with some arrays replaced."""
+    words = np.array(["床", "前", "月", *SPECIALS_V2])
+    pad, start, eop = len(words) - 1, len(words) - 2, len(words) - 3
+    arrays = {
+        "data": np.array([[pad, pad, start, 0, 1, eop], [start, 0, 1, 2, 2, eop]], np.int32),
+        "word2ix": words,
+        "ix2word": words,
+        "heldout": np.array([False, True]),
+        "lengths": np.array([4, 6], np.int32),
+        "version": np.int32(2),
+        "titles": np.array(["床前", ""]),
+        "collection": np.array([0, 1], np.int8),
+        "collection_names": np.array(["tang", "song"]),
+    }
+    np.savez(path, **{**arrays, **changes})
+    return path
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [({"collection": np.array([0, 2], np.int8)}, "'collection' holds 2, but 'collection_names' has 2 names"),
+     ({"collection": np.array([0, -1], np.int8)}, "'collection' holds -1"),
+     ({"collection_names": np.array(["tang", "yuan"])}, "'collection_names' is .*'yuan'"),
+     ({"titles": np.array(["床前"])}, "'titles' holds <U2 \\(1,\\), not text, one per row"),
+     ({"titles": np.array([1, 2])}, "'titles' holds int64"),
+     ({"ix2word": V1_WORDS, "word2ix": V1_WORDS, "data": V1_DATA}, "the vocabulary lacks <TANG>, <SONG>, <SEP>"),
+     ({"version": np.int32(3)}, "is in format 3, newer than this tangpoem reads \\(2\\); upgrade tangpoem")],
+    ids=["collection-too-big", "collection-negative", "unknown-name", "titles-short", "titles-numbers",
+         "no-new-specials", "newer-format"],
+)  # fmt: skip
+def test_damaged_format_2_files_are_refused(tmp_path, changes, message):
+    good = load_npz(format_2(tmp_path / "good.npz"))
+    assert good.titles == ["床前", ""] and good.texts() == ["床前", "床前月月"]
+    with pytest.raises(TangpoemError, match=message):
+        load_npz(format_2(tmp_path / "bad.npz", **changes))
+
+
+def test_format_2_without_its_titles_is_refused(tmp_path):
+    path = tmp_path / "bad.npz"
+    format_2(path)
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "titles"}
+    np.savez(path, **arrays)
+    with pytest.raises(TangpoemError, match="a format-2 file without titles"):
+        load_npz(path)
