@@ -89,6 +89,9 @@ class Config:
     max_minutes: float = _f(0.0, "stop after this many minutes, with a checkpoint (0: no limit)", 0, 1e7)
     resume: str = _f("", "'latest' or a checkpoint path to continue training from")
     eval_batches: int = _f(20, "held-out poems for the logged loss: this many batches' worth (0: all)", 0, BIG)
+    title_dropout: float = _f(
+        0.25, "share of training poems shown without their title (npz with titles), so one model writes both", 0, 1
+    )
     log_dir: str = _f("work/logs", "VisualDL log directory")
 
     # --- generation ---
@@ -150,6 +153,7 @@ COMMANDS = {  # for the message that names the command a stray flag belongs to
         "max_minutes",
         "resume",
         "eval_batches",
+        "title_dropout",
         "log_dir",
     ),  # fmt: skip
     "tangpoem.generate": GENERATION,

@@ -1,4 +1,12 @@
-"""The npz as a `paddle.io.Dataset`, batched by length so no compute goes to padding."""
+"""The npz as a `paddle.io.Dataset`, batched by length so no compute goes to padding.
+
+A poem as the network reads it (`PoemRows`): the classic row `<START> body <EOP>`; or, from an npz with
+titles (format 2), `<START> <TANG|SONG> title <SEP> body <EOP>`, the style mark of its collection and its
+title first, so that the model learns what a poem is about and in whose manner. The loss counts the body
+and <EOP> only: the marks and the title are read, never predicted (their targets are padding, which the
+loss leaves out). A share of the training poems (`title_dropout`) is shown without its title, `<START>
+<TANG> <SEP> body`, so that one model writes with a title and without.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +15,82 @@ from collections.abc import Callable
 import numpy as np
 import paddle
 
-from tangpoem.data import PoemData
+from tangpoem.data import SEP, STYLE_MARKS, PoemData
 from tangpoem.errors import TangpoemError
 
 
-class PoemDataset(paddle.io.Dataset):
-    """(input, target) = (row[:-1], row[1:]) over one split, as the tutorial slices them."""
+class PoemRows:
+    """Each poem's token row as the network reads it, with or without its title (see the module docstring)."""
 
-    def __init__(self, poems: PoemData, split: str = "train"):
+    def __init__(self, poems: PoemData):
+        self.poems = poems
+        w2i = poems.word2ix
+        self.titled = poems.titles is not None and SEP in w2i
+        if self.titled:
+            self.sep = w2i[SEP]
+            # a title's characters the vocabulary lacks (cut as rare) are left out of it
+            self.title_ids = [[w2i[ch] for ch in title if ch in w2i] for title in poems.titles]
+            marks = [STYLE_MARKS.get(name) for name in poems.collection_names]
+            self.style_ids = np.array([w2i.get(m, -1) if m else -1 for m in marks], np.int64)
+            self.collection = poems.collection_of_rows()
+
+    def body(self, i: int) -> np.ndarray:
+        """<START> body <EOP> of poem i."""
+        p = self.poems
+        return p.data[i, p.maxlen - int(p.lengths[i]) :].astype(np.int64)
+
+    def head(self, i: int, with_title: bool) -> list[int]:
+        """What comes before the body after <START>: style mark, title, <SEP> ([] for an untitled npz)."""
+        if not self.titled:
+            return []
+        title = self.title_ids[i] if with_title else []
+        return [int(self.style_ids[self.collection[i]]), *title, self.sep]
+
+    def length(self, i: int, with_title: bool = True) -> int:
+        return int(self.poems.lengths[i]) + len(self.head(i, with_title))
+
+    def pair(self, i: int, with_title: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) = (row[:-1], row[1:]); the targets of the head (marks, title) are padding."""
+        body, head = self.body(i), self.head(i, with_title)
+        row = np.concatenate([body[:1], np.array(head, np.int64), body[1:]]) if head else body
+        inputs, targets = row[:-1], row[1:].copy()
+        targets[: len(head)] = self.poems.pad_id
+        return inputs, targets
+
+
+class PoemDataset(paddle.io.Dataset):
+    """(input, target) = (row[:-1], row[1:]) over one split, as the tutorial slices them; with titles,
+    the rows of `PoemRows`, a poem's title left out with probability title_dropout (a draw of its own for
+    each (seed, epoch, poem), so a resumed run sees what an uninterrupted one would)."""
+
+    def __init__(self, poems: PoemData, split: str = "train", title_dropout: float = 0.0, seed: int = 0):
         super().__init__()
         if split not in ("train", "heldout", "all"):
             raise ValueError(f"split must be train, heldout or all, not {split!r}")
         keep = {"train": ~poems.heldout, "heldout": poems.heldout, "all": np.ones_like(poems.heldout)}[split]
-        self.rows = poems.data[keep].astype(np.int64)
-        self.lengths = poems.lengths[keep]
+        self.index = np.flatnonzero(keep)
+        self.rows = PoemRows(poems)
+        self.title_dropout, self.seed, self.epoch = title_dropout, seed, 0
+        self.lengths = np.array([self.rows.length(i) for i in self.index], np.int32) if self.rows.titled else (
+            poems.lengths[keep]
+        )  # fmt: skip
         self.pad_id = poems.pad_id
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        row = self.rows[i]
-        return row[:-1], row[1:]
+        row = int(self.index[i])
+        if not self.rows.titled:  # the classic row as it is: no copy, no draw
+            data = self.rows.poems.data[row].astype(np.int64)
+            return data[:-1], data[1:]
+        with_title = self.title_dropout <= 0 or np.random.default_rng([self.seed, self.epoch, row]).random() >= (
+            self.title_dropout
+        )  # fmt: skip
+        return self.rows.pair(row, with_title)
 
 
 class PoemBatchSampler(paddle.io.BatchSampler):
@@ -92,11 +154,15 @@ class PoemBatchSampler(paddle.io.BatchSampler):
 
 
 def collate_trimmed(pad_id: int) -> Callable[[list], tuple[np.ndarray, np.ndarray]]:
-    """Stack (input, target) pairs and drop the leading columns that are padding in every row."""
+    """Stack (input, target) pairs, padded in front to the longest (rows with titles differ in length),
+    and drop the leading columns that are padding in every row."""
 
     def collate(batch):
-        inputs = np.stack([b[0] for b in batch])
-        targets = np.stack([b[1] for b in batch])
+        width = max(len(b[0]) for b in batch)
+        inputs = np.full((len(batch), width), pad_id, np.int64)
+        targets = np.full((len(batch), width), pad_id, np.int64)
+        for r, (x, y) in enumerate(batch):
+            inputs[r, width - len(x) :], targets[r, width - len(y) :] = x, y
         first = int((inputs != pad_id).argmax(axis=1).min())
         return inputs[:, first:], targets[:, first:]
 
@@ -112,18 +178,20 @@ def make_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    title_dropout: float = 0.0,
 ):
-    """A paddle.io.DataLoader over one split; returns (loader, sampler) so callers can set the epoch."""
+    """A paddle.io.DataLoader over one split; returns (loader, sampler) so callers can set the epoch (of
+    both: `loader.dataset.set_epoch` draws which poems go without their titles)."""
     if batching not in ("bucket", "padded"):
         raise TangpoemError(f"batching must be 'bucket' or 'padded', not '{batching}'")
-    dataset = PoemDataset(poems, split)
+    dataset = PoemDataset(poems, split, title_dropout, seed)
     if len(dataset) == 0:
         raise TangpoemError(f"the {split} split of {poems.path or 'the data'} is empty")
     bucket = batching == "bucket"
     sampler = PoemBatchSampler(
         dataset.lengths, batch_size, shuffle=shuffle, bucket=bucket, seed=seed, rank=rank, world_size=world_size
     )
-    collate = collate_trimmed(dataset.pad_id) if bucket else None
+    collate = collate_trimmed(dataset.pad_id) if bucket or dataset.rows.titled else None  # titled rows vary
     loader = paddle.io.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)
     return loader, sampler
 

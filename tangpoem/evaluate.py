@@ -46,8 +46,8 @@ import paddle
 
 from tangpoem.checkpoint import load_checkpoint, resolve_model
 from tangpoem.config import COMMANDS, ArgumentParser, Config, add_config_args, parse_config_args
-from tangpoem.data import PoemData, load_npz
-from tangpoem.dataset import target_mask
+from tangpoem.data import PAD, SEP, PoemData, load_npz
+from tangpoem.dataset import PoemRows, target_mask
 from tangpoem.device import setup_device
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.loss import sequence_loss
@@ -64,23 +64,66 @@ MIN_COPIED = 5  # shorter clauses (三字句) recur in real poems by chance
 
 
 def heldout_batches(
-    poems: PoemData, max_poems: int = 0, batch_size: int = EVAL_BATCH_SIZE, seed: int = 0
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(inputs, targets) of the held-out poems (a random max_poems of them, 0: all), grouped by exact
-    length so that every poem starts at <START> from the zero state, as the generator reads it.
+    poems: PoemData, max_poems: int = 0, batch_size: int = EVAL_BATCH_SIZE, seed: int = 0, titles: bool = True,
+    collection: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """(inputs, targets) of the held-out poems (of one collection, or all; a random max_poems of them, 0:
+    all), grouped by exact length so that every poem starts at <START> from the zero state, as the
+    generator reads it. titles: with their titles, as `dataset.PoemRows` lays them out (an npz with
+    titles), else without; the body's characters, which alone are scored, are the same either way.
 
     (The npz pads in front; a poem behind padding would be scored from another state.)
     """
-    index = np.flatnonzero(poems.heldout)
+    keep = poems.heldout if collection is None else poems.heldout & (poems.collection_of_rows() == collection)
+    index = np.flatnonzero(keep)
     if max_poems and max_poems < len(index):
         index = np.sort(np.random.default_rng(seed).choice(index, max_poems, replace=False))
+    rows = PoemRows(poems)
+    pairs = [rows.pair(int(i), titles) for i in index]
+    by_length: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for pair in pairs:
+        by_length.setdefault(len(pair[0]), []).append(pair)
     batches = []
-    for length in np.unique(poems.lengths[index]):
-        same = index[poems.lengths[index] == length]
+    for length in sorted(by_length):
+        same = by_length[length]
         for i in range(0, len(same), batch_size):
-            rows = poems.data[same[i : i + batch_size], poems.maxlen - length :].astype(np.int64)
-            batches.append((rows[:, :-1], rows[:, 1:]))
+            chunk = same[i : i + batch_size]
+            batches.append((np.stack([x for x, _ in chunk]), np.stack([y for _, y in chunk])))
     return batches
+
+
+def reencode(poems: PoemData, vocab: list[str]) -> tuple[PoemData, int]:
+    """The npz's poems in a model's vocabulary (one trained on another build: Tang only, Tang and Song),
+    each token mapped by its text, so that any model is scored on the same held-out poems. Held-out poems
+    with a character the vocabulary lacks leave the held-out split; returns how many did."""
+    word2ix = {w: i for i, w in enumerate(vocab)}
+    table = np.array([word2ix.get(w, -1) for w in poems.ix2word], np.int64)
+    data = table[poems.data]
+    unknown = (data < 0).any(axis=1)
+    titles = poems.titles
+    if titles is None and SEP in word2ix:  # a model that reads titles, poems that have none
+        titles = [""] * len(poems.data)
+    moved = PoemData(np.where(data < 0, word2ix[PAD], data).astype(np.int32), list(vocab), poems.heldout & ~unknown,
+                     poems.lengths, poems.path, titles=titles, collections=poems.collections,
+                     collection_names=poems.collection_names)  # fmt: skip
+    return moved, int((poems.heldout & unknown).sum())
+
+
+def heldout_report(model: PoetryModel, poems: PoemData) -> dict[str, dict[str, float | int]]:
+    """Per collection: held-out poems, characters scored, nats/char of the bodies without their titles and,
+    for a model that reads titles, with them (the difference is what the title tells the model)."""
+    titled = PoemRows(poems).titled
+    out = {}
+    for c, name in enumerate(poems.collection_names):
+        entry: dict[str, float | int] = {}
+        for titles in (False, True) if titled else (False,):
+            batches = heldout_batches(poems, titles=titles, collection=c)
+            nats, count = heldout_loss(model, batches, poems.pad_id, poems.start_id)
+            entry.update(poems=sum(len(x) for x, _ in batches), characters=count)
+            entry["with_titles" if titles else "without_titles"] = round(nats, 6)
+        if entry["poems"]:
+            out[name] = entry
+    return out
 
 
 def heldout_loss(
@@ -314,27 +357,37 @@ def main(argv: list[str] | None = None) -> int:
         columns = figure_columns(texts, "poems", train)
     else:
         ckpt = load_checkpoint(resolve_model(cfg, named="model_path" in vars(args)))
-        if ckpt.vocab != poems.ix2word:
-            raise TangpoemError(
-                f"{ckpt.path} has a vocabulary of {len(ckpt.vocab):,} that differs from {cfg.data_path}'s "
-                f"({poems.vocab_size:,}); evaluate it on the npz it was trained on"
-            )
+        skipped = 0
+        if ckpt.vocab != poems.ix2word:  # another build's model: score the same poems in its vocabulary
+            poems, skipped = reencode(poems, ckpt.vocab)
+            if not poems.heldout.any():
+                raise TangpoemError(f"{ckpt.path}'s vocabulary lacks a character of every held-out poem of "
+                                    f"{cfg.data_path}; evaluate it on the npz it was trained on")  # fmt: skip
         setup_device(cfg.use_gpu, cfg.num_threads, quiet=True)
         model = ckpt.build_model()
-        nats, count = heldout_loss(model, heldout_batches(poems), poems.pad_id, poems.start_id)
-        step, epochs, held = ckpt.meta.get("global_step", "?"), ckpt.meta.get("epoch", "?"), int(poems.heldout.sum())
+        per_collection = heldout_report(model, poems)
+        first = per_collection.get("tang") or next(iter(per_collection.values()))
+        nats, count = first["without_titles"], first["characters"]
+        step, epochs = ckpt.meta.get("global_step", "?"), ckpt.meta.get("epoch", "?")
         report.update(
             checkpoint=str(ckpt.path),
             step=step,
             epochs=epochs,
-            heldout_poems=held,
+            heldout_poems=first["poems"],
             heldout_characters=count,
-            cross_entropy=round(nats, 6),
+            heldout_skipped=skipped,
+            cross_entropy=nats,
             perplexity=round(math.exp(nats), 3),
+            heldout=per_collection,
         )
         if not args.json:
             print(f"checkpoint     {ckpt.path} (step {step}, epochs {epochs})")
-            print(f"held out       {held:,} poems, {count:,} characters covered (every next character and <EOP>)")
+            for name, e in per_collection.items():
+                titled = f", with titles {e['with_titles']:.4f}" if "with_titles" in e else ""
+                print(f"held out {name:<5} {e['poems']:,} poems, {e['characters']:,} characters: "
+                      f"{e['without_titles']:.4f} nats/char without titles{titled}")  # fmt: skip
+            if skipped:
+                print(f"               ({skipped:,} held-out poems left out: characters the model does not know)")
             print(f"cross-entropy  {nats:.4f} nats/char, perplexity {math.exp(nats):.1f}")
         if args.samples > 0:
             texts = sample_poems(model, ckpt.vocab, args.samples, cfg.temperature, cfg.seed, cfg.max_gen_len)

@@ -95,7 +95,7 @@ from tangpoem.model import ModelConfig, PoetryModel  # noqa: E402
 SETTINGS = COMMANDS["tangpoem.train"]
 SAMPLE_STARTS = ("床前明月光，", "春")  # greedy continuations logged every plot_every steps
 # Settings that decide which batch comes when: a mid-epoch resume with other values would not continue.
-BATCH_ORDER_FIELDS = ("batch_size", "batching", "seed")
+BATCH_ORDER_FIELDS = ("batch_size", "batching", "seed", "title_dropout")  # what an epoch's batches hang on
 STOP_REASONS = ("", "max_steps", "max_minutes", "SIGINT", "SIGTERM")  # ranks agree on the highest
 
 
@@ -384,6 +384,8 @@ class Run:
         self.rank, self.world_size = _distributed()
         self.main_rank = self.rank == 0
         self.poems = poems = load_npz(cfg.data_path)
+        trained = np.unique(poems.collection_of_rows()[~poems.heldout])
+        self.collections = [poems.collection_names[int(c)] for c in trained]
         mcfg = model_config(cfg, poems.vocab_size)
         ckpt = None
         if cfg.resume:
@@ -413,8 +415,9 @@ class Run:
         loss_layer = _LossLayer(self.model, cfg.mask_padding, poems.pad_id, poems.start_id)
         self.trainer = paddle.DataParallel(loss_layer) if self.world_size > 1 else loss_layer
         self.loader, self.sampler = make_loader(
-            poems, "train", cfg.batch_size, cfg.batching, seed=cfg.seed, rank=self.rank, world_size=self.world_size
-        )
+            poems, "train", cfg.batch_size, cfg.batching, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
+            title_dropout=cfg.title_dropout,
+        )  # fmt: skip
         self.total_steps = cfg.max_steps or cfg.epoch * len(self.sampler)  # where a 'cosine' schedule ends
         # the same random held-out poems at every log, eval_batches batches' worth (0: all)
         self.heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed)
@@ -444,6 +447,7 @@ class Run:
         from tqdm import tqdm
 
         self.sampler.set_epoch(self.epoch)
+        self.loader.dataset.set_epoch(self.epoch)
         self.sampler.skip = self.step_in_epoch
         self.model.train()
         desc = f"epoch {self.epoch + 1}/{self.cfg.epoch}"
@@ -541,6 +545,7 @@ class Run:
                 "run": self.run_id,
                 "train_seconds": round(self.seconds_before + time.monotonic() - self.started, 1),
                 "machine": self.machine,
+                "collections": self.collections,  # the styles it has read: `generate --style` checks
                 "config": self.cfg.to_dict(),
             }
             trainer_state = {

@@ -6,6 +6,7 @@ poet.write(start_words="春眠", form="五绝", seed=7)
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -242,7 +243,8 @@ class Poet:
                 raise TangpoemError(f"this model knows only Tang poems, not style '{request.style}'", "style")
             return [c.start, *prefix]
         mark = STYLE_MARKS.get(request.style)
-        if mark not in word2ix:
+        trained = self.ckpt.meta.get("collections") if self.ckpt is not None else None  # what it has read
+        if mark not in word2ix or (trained is not None and request.style not in trained):
             raise TangpoemError(f"this model was not trained on {request.style} poems; use style tang", "style")
         return [c.start, word2ix[mark], *self.title_tokens(request.title), word2ix[SEP], *prefix]
 
@@ -251,15 +253,16 @@ class Poet:
         if not title.strip():
             return []
         cleaned = clean_title(title)
+        letters = sum(unicodedata.category(ch) == "Lo" for ch in title)
+        if len(cleaned) > TITLE_MAX_CHARS or (not cleaned and letters > TITLE_MAX_CHARS):
+            raise TangpoemError(
+                f"the title has {letters} characters, at most {TITLE_MAX_CHARS} (as the training titles)", "title"
+            )
         if not cleaned:
             raise TangpoemError(
                 f"the title '{excerpt(title)}' is empty once cleaned (notes in brackets, numbering and punctuation "
                 "are dropped, as in the corpus); give a few Chinese characters, e.g. 春夜喜雨",
                 "title",
-            )
-        if len(cleaned) > TITLE_MAX_CHARS:
-            raise TangpoemError(
-                f"the title has {len(cleaned)} characters, at most {TITLE_MAX_CHARS} (as the training titles)", "title"
             )
         return self.encode(cleaned, "title", "title")
 
