@@ -25,7 +25,7 @@ if [ -z "${TANGPOEM_CORPUS:-}" ]; then
   if tarball=$("$venv/bin/python" -m tangpoem.data fetch); then
     export TANGPOEM_CORPUS="$tarball"
   else
-    echo "warning: no corpus (see above); the tests that need it will be skipped" >&2
+    echo "warning: no corpus (see above); the tests that need it will be skipped (fail under CI=true)" >&2
   fi
 fi
 echo "corpus: ${TANGPOEM_CORPUS:-none}"
