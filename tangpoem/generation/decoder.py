@@ -3,8 +3,8 @@ character for all of them, each poem under its request's rules and sampler setti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,15 +36,24 @@ class _Scores:
             a[dst] = a[src]
 
 
+class Constraint(Protocol):
+    """A piece plugged into the loop beside the rules: before each sampled character it narrows the ids
+    the rules allow (sorted ids in, a sorted subset out; keep at least one). A new kind of request that
+    restricts what is written (keywords that must appear, characters to avoid) is one of these."""
+
+    def allowed(self, state: PoemState, ids: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class Job:
     """One request to the decoder: its rules, the tokens it primes with and is given, its poems' seeds."""
 
     rules: Rules
-    prime: list[int]  # <START> + prefix words: fed first, outputs ignored
+    prime: list[int]  # <START>, style, title, <SEP>, prefix words: fed first, outputs ignored
     given: list[int]  # start words: forced before the rules decide
     seeds: list[int]  # one poem per seed
     opts: GenerationConfig
+    constraints: list[Constraint] = field(default_factory=list)
 
     @property
     def widths(self) -> tuple[int, int]:
@@ -114,7 +123,11 @@ class _Batch:
             elif len(st.tokens) < len(job.given):
                 actions.append(job.given[len(st.tokens)])
             else:
-                actions.append(job.rules.next(st))
+                action = job.rules.next(st)
+                if isinstance(action, np.ndarray):
+                    for constraint in job.constraints:
+                        action = constraint.allowed(st, action)
+                actions.append(action)
         return actions
 
     def step_network(self, actions: list[Any]) -> tuple[np.ndarray | None, list[int]]:
