@@ -21,17 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_train import cpu_name  # benchmarks/ is on the path when a benchmark runs as a script
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def header() -> str:
@@ -40,7 +32,7 @@ def header() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     python = platform.python_version()
-    return f"{when}; {cpu_model()}, {usable_cpus()} usable CPUs; load average {load}; Python {python}"
+    return f"{when}; {cpu_name()}, {usable_cpus()} usable CPUs; load average {load}; Python {python}"
 
 
 def run_build(source: str, build: str, min_count: int, out: Path) -> tuple[dict, str]:
