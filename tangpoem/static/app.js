@@ -1,17 +1,48 @@
-// tangpoem's page: plain JavaScript, no build step, no other site. It talks to POST /api/poems only.
+// tangpoem's page: plain JavaScript, no build step, no other site. At load it asks GET /api/settings once for
+// every setting's default, limits and choices (none of them is copied here: the page follows the server), then
+// writes with POST /api/poems in the API's names (start_words, acrostic, template, title, style, ...).
 "use strict";
 
 (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
-  const SEED_MAX = 2147483647;
   const PUNCT = "，。？！";
-  // The API's defaults (tangpoem.serve.PoemRequest): a link carries only the settings that differ.
-  const DEFAULTS = {
-    mode: "continue", text: "", prefix_words: "", form: "", line_length: 0, lines: 0, rhyme: null, tones: null,
-    pattern: "", temperature: 0.8, top_k: 0, top_p: 0.9, repetition_penalty: 1, repeat_guard: true,
-    candidates: 1, drafts: 1, num_poems: 1, max_gen_len: 200, seed: null,
+  const chars = (s) => [...s];  // code points: some characters of the corpus lie outside the BMP
+
+  // ------------------------------------------------------------------ presentation (words, not values)
+
+  // The settings shown up front, by hand-made controls; every other one goes to 更多设置, built from the API.
+  const WORDS = ["start_words", "acrostic", "template"];  // the 方式 choice and the text box
+  const UP_FRONT = new Set([...WORDS, "title", "form", "rhyme", "tones", "temperature", "num_poems"]);
+  // How each setting is called on the page, in 更多设置's order; a setting the API adds later that is not
+  // named here still appears there, under its API name and description.
+  const LABELS = {
+    start_words: { label: "开头" },
+    acrostic: { label: "藏头" },
+    template: { label: "模板" },
+    title: { label: "标题" },
+    form: { label: "体裁", choices: { "": "自由" } },
+    rhyme: { label: "押韵" },
+    tones: { label: "平仄" },
+    temperature: { label: "温度" },
+    num_poems: { label: "首数" },
+    style: { label: "风格", hint: "像唐人还是宋人那样写（模型要两朝的诗都读过）", choices: { tang: "唐", song: "宋" } },
+    prefix_words: { label: "起兴", hint: "先读给模型、不写进诗里的句子", placeholder: "例：欲穷千里目，更上一层楼" },
+    seed: { label: "种子", hint: "留空则随机；同一种子写同一首", placeholder: "随机" },
+    candidates: { label: "候选", hint: "每首写几遍，留模型最满意的一遍" },
+    drafts: { label: "草稿", hint: "每联写几遍，留最满意的一遍" },
+    max_gen_len: { label: "最长", hint: "最多写几个字（含标点）" },
+    line_length: { label: "每句字数", hint: "0：由体裁或模型定" },
+    lines: { label: "句数", hint: "0：由体裁或模型定" },
+    pattern: { label: "格律", hint: "平仄打开时用哪一式", choices: { "": "任意" } },
+    top_k: { label: "Top-k", hint: "只在最可能的 k 个字里选；0：不限" },
+    top_p: { label: "Top-p", hint: "只在概率合计到 p 的字里选" },
+    repetition_penalty: { label: "重复惩罚", hint: "诗里已有的字少用些；0：不罚" },
+    repeat_guard: { label: "不叠三字", hint: "同一个字不连写三遍" },
   };
+  const NULL_CHOICE = "自动";  // a nullable setting left to the server (rhyme: on for the four forms)
+  const BOOLEAN_CHOICES = { true: "开", false: "关" };
+  const SLIDER_END = { temperature: 1.5 };  // where the slider stops; the box beside it takes the API's whole range
   const MODES = {
     continue: { label: "开头", name: "续写", hint: "诗的开头几个字或一句，模型接着写；也可以留空。",
       placeholder: "例：春眠不觉晓，" },
@@ -24,73 +55,226 @@
     七绝: "□□□□□□□，□□□□□□□。\n□□□□□□□，□□□□□□□。",
     example: "床前明月光，□□□□□。\n□□□□□，□□□□□。",
   };
-  const FIELD_NAMES = {  // for messages about settings the form does not show
-    text: "文字", form: "体裁", rhyme: "押韵", tones: "平仄", temperature: "温度", num_poems: "首数",
-    prefix_words: "起兴", seed: "种子", candidates: "候选",
-  };
+  const LEGACY_LINK = ["mode", "text"];  // links made before tangpoem 0.2; read, translated, never written
 
   const controls = $("#controls");
-  const radio = (name) => $(`input[name="${name}"]:checked`, controls).value;
-  const setRadio = (name, value) => {
-    const input = $(`input[name="${name}"][value="${CSS.escape(value)}"]`, controls);
-    if (input) input.checked = true;
-  };
-  const chars = (s) => [...s];  // code points: some characters of the corpus lie outside the BMP
+  let SETTINGS = {};  // name -> {type, default, minimum, maximum, maxLength, enum, nullable, description}
+  const bound = {};  // name -> {get(), set(value), input: what an error about it marks}
+  const radio = (name) => $(`input[name="${name}"]:checked`, controls)?.value;
+  const defaults = () => Object.fromEntries(Object.entries(SETTINGS).map(([k, v]) => [k, v.default]));
+  const labelOf = (name) => LABELS[name]?.label || name;
+  const same = (a, b) => a === b || (a == null && b == null);
 
-  // ------------------------------------------------------------------ the form
+  // ------------------------------------------------------------------ controls, each bound to its setting
+
+  function numberFrom(raw, name) {
+    const v = String(raw).trim();
+    return v === "" ? SETTINGS[name].default : Number(v);  // not a number: the server says so beside the field
+  }
+
+  function limitNumber(input, info) {
+    input.min = info.minimum ?? "";
+    input.max = info.maximum ?? "";
+    input.step = info.type === "integer" ? "1" : "any";
+  }
+
+  function bindText(input, name) {
+    const info = SETTINGS[name];
+    if (info.maxLength != null) input.maxLength = info.maxLength;
+    bound[name] = { input, get: () => input.value.trim(), set: (v) => { input.value = v ?? ""; } };
+  }
+
+  function bindNumber(input, name) {
+    limitNumber(input, SETTINGS[name]);
+    bound[name] = { input, get: () => numberFrom(input.value, name), set: (v) => { input.value = v ?? ""; } };
+  }
+
+  function bindSlider(slider, box, name) {
+    const info = SETTINGS[name];
+    limitNumber(box, info);
+    slider.min = info.minimum ?? 0;
+    const end = Math.min(info.maximum ?? Infinity, SLIDER_END[name] ?? Infinity, Math.max(info.default, 1) * 2);
+    slider.max = Math.max(end, info.default);
+    slider.step = info.type === "integer" ? "1" : "any";  // any: a fixed step could miss the default
+    slider.addEventListener("input", () => { box.value = Number(slider.value).toFixed(2).replace(/\.?0+$/, ""); });
+    box.addEventListener("input", () => { slider.value = box.value; });
+    bound[name] = {
+      input: box,
+      get: () => numberFrom(box.value, name),
+      set: (v) => { box.value = v ?? ""; slider.value = v ?? slider.min; },
+    };
+  }
+
+  function choicesOf(name) {
+    const info = SETTINGS[name];
+    const words = LABELS[name]?.choices || {};
+    const values = info.enum ? [...info.enum] : info.type === "boolean" ? [true, false] : [];
+    if (info.nullable) values.unshift(null);
+    return values.map((v) => ({
+      value: JSON.stringify(v),
+      label: v === null ? NULL_CHOICE : words[v] ?? (typeof v === "boolean" ? BOOLEAN_CHOICES[v] : v),
+    }));
+  }
+
+  function bindSegments(box, name) {
+    box.replaceChildren(...choicesOf(name).map((c) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "radio";
+      input.name = name;
+      input.value = c.value;
+      const span = document.createElement("span");
+      span.textContent = c.label;
+      label.append(input, span);
+      return label;
+    }));
+    bound[name] = {
+      input: box,
+      get: () => JSON.parse(radio(name) ?? JSON.stringify(SETTINGS[name].default)),
+      set: (v) => {
+        const input = $(`input[name="${name}"][value="${CSS.escape(JSON.stringify(v ?? null))}"]`, box);
+        if (input) input.checked = true;
+      },
+    };
+  }
+
+  function bindSelect(select, name) {
+    select.replaceChildren(...choicesOf(name).map((c) => new Option(c.label, c.value)));
+    bound[name] = {
+      input: select,
+      get: () => JSON.parse(select.value),
+      set: (v) => { select.value = JSON.stringify(v ?? null); },
+    };
+  }
+
+  function bindSwitch(input, name) {
+    bound[name] = { input, get: () => input.checked, set: (v) => { input.checked = Boolean(v); } };
+  }
+
+  function advancedField(name) {
+    // one control for a setting of 更多设置, chosen by what the API says of it
+    const info = SETTINGS[name];
+    const words = LABELS[name] || { label: name, hint: info.description };
+    const field = document.createElement("div");
+    field.className = "adv";
+    field.dataset.setting = name;
+    const label = document.createElement("label");
+    label.textContent = words.label;
+    label.title = info.description || "";
+    const hint = document.createElement("p");
+    hint.className = "hint";
+    hint.textContent = words.hint || "";
+    const err = document.createElement("p");
+    err.className = "err";
+    err.dataset.for = name;
+    err.setAttribute("role", "alert");
+    let control;
+    const choices = info.enum || (info.type === "boolean" && info.nullable);
+    if (info.type === "boolean" && !info.nullable) {
+      field.classList.add("wide");
+      label.className = "switch";
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.id = name;
+      const track = document.createElement("span");
+      track.className = "track";
+      label.prepend(input, track);
+      bindSwitch(input, name);
+      field.append(label, hint, err);
+      return field;
+    } else if (choices && choicesOf(name).every((c) => chars(c.label).length <= 2)) {
+      field.classList.add("wide");
+      control = document.createElement("div");
+      control.className = "segments compact";
+      control.id = `${name}-choices`;
+      control.setAttribute("aria-label", words.label);
+      control.setAttribute("role", "radiogroup");
+      bindSegments(control, name);
+    } else if (choices) {
+      control = document.createElement("select");
+      bindSelect(control, name);
+    } else if (info.type === "integer" || info.type === "number") {
+      control = document.createElement("input");
+      control.type = "number";
+      control.inputMode = info.type === "integer" ? "numeric" : "decimal";
+      bindNumber(control, name);
+    } else {
+      field.classList.add("wide");
+      control = document.createElement("input");
+      control.type = "text";
+      control.spellcheck = false;
+      bindText(control, name);
+    }
+    if (control.tagName !== "DIV") {
+      control.id = name;
+      label.htmlFor = name;
+    }
+    if (words.placeholder) control.placeholder = words.placeholder;
+    field.append(label, control, hint, err);
+    return field;
+  }
+
+  function buildForm() {
+    // the hand-made controls get their limits and choices; the rest of the settings become 更多设置
+    bindText($("#title"), "title");
+    bindSegments($("#form-choices"), "form");
+    bindSegments($("#rhyme-choices"), "rhyme");
+    bindSegments($("#tones-choices"), "tones");
+    bindSlider($("#temperature"), $("#temperature-value"), "temperature");
+    bindNumber($("#num_poems"), "num_poems");
+    const order = Object.keys(LABELS);
+    const rest = Object.keys(SETTINGS).filter((name) => !UP_FRONT.has(name));
+    rest.sort((a, b) => (order.indexOf(a) + 1 || Infinity) - (order.indexOf(b) + 1 || Infinity));
+    $("#advanced-fields").replaceChildren(...rest.map(advancedField));
+    $$('input[name="form"]', controls).forEach((i) => i.addEventListener("change", showMode));
+  }
+
+  // ------------------------------------------------------------------ the form <-> the settings
 
   function showMode() {
-    const mode = radio("mode");
+    const mode = radio("mode") || "continue";
     const m = MODES[mode];
+    const text = $("#text");
     $("#text-label").textContent = m.label;
     $("#text-hint").textContent = m.hint;
-    $("#text").placeholder = m.placeholder;
-    $("#text").rows = mode === "template" ? 4 : 2;
+    text.placeholder = m.placeholder;
+    text.rows = mode === "template" ? 4 : 2;
+    const limit = SETTINGS[mode === "template" ? "template" : "start_words"]?.maxLength;
+    if (limit != null) text.maxLength = limit;
     $(".template-tools").hidden = mode !== "template";
-    const formSegments = $("#form-field .segments");
+    const formSegments = $("#form-choices");
     formSegments.classList.toggle("disabled", mode === "template");
     $$("input", formSegments).forEach((i) => { i.disabled = mode === "template"; });
     $("#form-hint").hidden = mode !== "template";
   }
 
-  function intOr(value, fallback) {
-    const v = String(value).trim();
-    return v === "" ? fallback : Number(v);  // not an integer: the server says so beside the field
-  }
-
   function settingsFromForm() {
-    const mode = radio("mode");
-    const s = {
-      mode,
-      text: $("#text").value.trim(),
-      form: mode === "template" ? "" : radio("form"),
-      rhyme: $("#rhyme").checked,
-      tones: $("#tones").checked,
-      temperature: Number($("#temperature").value),
-      num_poems: intOr($("#num_poems").value, 1),
-      prefix_words: $("#prefix_words").value.trim(),
-      candidates: intOr($("#candidates").value, 1),
-    };
-    const seed = $("#seed").value.trim();
-    if (seed !== "") s.seed = Number(seed);
-    return s;
+    // every setting the form holds, then only those that differ from the API's defaults
+    const s = {};
+    for (const [name, b] of Object.entries(bound)) s[name] = b.get();
+    const mode = radio("mode") || "continue";
+    const text = $("#text").value.trim();
+    Object.assign(s, {
+      start_words: mode === "template" ? "" : text, acrostic: mode === "acrostic", template: mode === "template" ? text : "",
+    });
+    if (mode === "template") delete s.form;  // the template's shape is the form
+    return Object.fromEntries(Object.entries(s).filter(([k, v]) => !(k in SETTINGS) || !same(v, SETTINGS[k].default)));
   }
 
-  function fillForm(s) {
-    setRadio("mode", s.mode || "continue");
-    $("#text").value = s.text || "";
-    setRadio("form", s.form || "");
-    if (typeof s.rhyme === "boolean") $("#rhyme").checked = s.rhyme;
-    if (typeof s.tones === "boolean") $("#tones").checked = s.tones;
-    if (typeof s.temperature === "number") $("#temperature").value = s.temperature;
-    $("#temperature-out").value = Number($("#temperature").value).toFixed(2);
-    $("#prefix_words").value = s.prefix_words || "";
-    $("#candidates").value = s.candidates || 1;
-    if (s.prefix_words || (s.candidates || 1) > 1) $(".more").open = true;
+  function fillForm(settings) {
+    const s = { ...defaults(), ...settings };
+    for (const [name, b] of Object.entries(bound)) b.set(s[name]);
+    const mode = s.template ? "template" : s.acrostic ? "acrostic" : "continue";
+    $(`input[name="mode"][value="${mode}"]`, controls).checked = true;
+    $("#text").value = s.template || s.start_words || "";
+    const folded = Object.keys(bound).filter((n) => !UP_FRONT.has(n) && !same(s[n], SETTINGS[n].default));
+    if (folded.length) $("#advanced").open = true;  // a link's settings are never hidden
     showMode();
   }
 
   // ------------------------------------------------------------------ errors, in words, beside their input
+
+  const boxFor = (field) => $$(".err[data-for]", controls).find((e) => e.dataset.for.split(" ").includes(field));
 
   function clearErrors(root = document) {
     $$(".err", root).forEach((e) => { e.textContent = ""; });
@@ -102,7 +286,7 @@
     if (!err.status) return { general: `连不上服务器：它还在运行吗？（${err.message || "网络错误"}）` };
     const body = err.body || {};
     if (err.status === 503) return { general: "服务器正忙，请稍等片刻再写。" };
-    if (err.status === 413) return { general: "请求太大了：文字请少于 200 字。" };
+    if (err.status === 413) return { general: "请求太大了：请少写些字。" };
     if (err.status !== 422) return { general: `服务器出错（${err.status}）：${body.detail || "没有说明"}` };
     const out = {};
     const errors = body.errors && body.errors.length ? body.errors : [{ field: body.field, message: body.detail }];
@@ -111,39 +295,35 @@
       if (e.field === body.field && body.chars && body.chars.length) {
         message = `模型的字表里没有「${body.chars.join("」「")}」，换个字试试。（${message}）`;
       }
-      const key = e.field && $(`.err[data-for="${e.field}"]`) ? e.field : "general";
-      const label = key === "general" && e.field ? `${FIELD_NAMES[e.field] || e.field}：` : "";
+      const key = e.field && boxFor(e.field) ? e.field : "general";
+      const label = key === "general" && e.field ? `${labelOf(e.field)}：` : "";
       out[key] = out[key] ? `${out[key]}；${label}${message}` : label + message;
     }
     return out;
   }
 
   function showErrors(err, generalBox) {
-    const described = describe(err);
-    for (const [field, message] of Object.entries(described)) {
+    for (const [field, message] of Object.entries(describe(err))) {
       if (field === "general") {
         generalBox.textContent = message;
         continue;
       }
-      const box = $(`.err[data-for="${field}"]`);
+      const box = boxFor(field);
       box.textContent = message;
       const details = box.closest("details");
-      if (details) details.open = true;  // an error inside 更多 must not stay folded away
-      const input = $(`#${field}`) || $(`input[name="${field}"]:checked`, controls)?.nextElementSibling;
+      if (details) details.open = true;  // an error inside 更多设置 must not stay folded away
+      const words = { start_words: $("#text"), template: $("#text"), acrostic: $("#mode-choices") };
+      const input = words[field] || bound[field]?.input;
       if (input) input.classList.add("invalid");
     }
   }
 
   // ------------------------------------------------------------------ the API
 
-  async function writePoems(settings) {
+  async function getJSON(url, options) {
     let res;
     try {
-      res = await fetch("/api/poems", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(settings),
-      });
+      res = await fetch(url, options);
     } catch (e) {
       throw { message: e.message };
     }
@@ -155,27 +335,17 @@
     throw { status: res.status, body };
   }
 
-  // ------------------------------------------------------------------ poems
+  const writePoems = (settings) => getJSON("/api/poems", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(settings),
+  });
 
-  function headsOf(settings) {
-    if (settings.mode !== "acrostic") return 0;
-    return chars(settings.text).filter((c) => !"，。？！；：、,.?!;: ".includes(c)).length;
-  }
-
-  function kindOf(poem, settings) {
-    const lines = poem.lines.length;
-    const len = lines ? chars(poem.lines[0]).length - 1 : 0;
-    const forms = { "5,4": "五绝", "7,4": "七绝", "5,8": "五律", "7,8": "七律" };
-    const shape = forms[`${len},${lines}`] || `${len} 言 ${lines} 句`;
-    const mode = settings.mode === "acrostic" ? `藏头「${settings.text}」` : MODES[settings.mode].name;
-    return `${shape} · ${mode}`;
-  }
+  // ------------------------------------------------------------------ links: a poem's settings in the URL
 
   function linkFor(settings, seed, heads) {
     const params = new URLSearchParams();
     for (const [key, value] of Object.entries(settings)) {
       if (key === "seed" || key === "num_poems" || value === null || value === undefined) continue;
-      if (key in DEFAULTS && DEFAULTS[key] === value) continue;
+      if (key in SETTINGS && same(SETTINGS[key].default, value)) continue;
       params.set(key, String(value));
     }
     params.set("seed", String(seed));
@@ -183,16 +353,48 @@
     return `${location.pathname}?${params}`;
   }
 
+  function valueFrom(info, raw) {
+    if (raw === "null" && info.nullable) return null;
+    if (info.type === "boolean") return raw === "true";
+    if (info.type === "integer" || info.type === "number") return Number(raw);
+    return raw;
+  }
+
   function settingsFromLink(params) {
     const s = {};
     for (const [key, raw] of params) {
-      if (!(key in DEFAULTS)) continue;
-      const kind = typeof DEFAULTS[key];
-      if (raw === "true" || raw === "false") s[key] = raw === "true";
-      else if (kind === "number" || key === "seed") s[key] = Number(raw);
-      else s[key] = raw;
+      if (key in SETTINGS) s[key] = valueFrom(SETTINGS[key], raw);
+    }
+    // mode + text: the earlier names, read for one release (tangpoem 0.2 drops them)
+    const mode = params.get("mode") || "continue";
+    if (params.has("text") && !s.start_words && !s.template) {
+      if (mode === "template") s.template = params.get("text");
+      else Object.assign(s, { start_words: params.get("text"), acrostic: mode === "acrostic" });
+    } else if (mode === "acrostic" && !params.has("acrostic")) {
+      s.acrostic = true;
     }
     return s;
+  }
+
+  // ------------------------------------------------------------------ poems
+
+  function headsOf(settings) {
+    if (!settings.acrostic || settings.template) return 0;
+    return chars(settings.start_words).filter((c) => !"，。？！；：、,.?!;: ".includes(c)).length;
+  }
+
+  function kindOf(poem, settings) {
+    const lines = poem.lines.length;
+    const len = lines ? chars(poem.lines[0]).length - 1 : 0;
+    const forms = { "5,4": "五绝", "7,4": "七绝", "5,8": "五律", "7,8": "七律" };
+    const shape = forms[`${len},${lines}`] || `${len} 言 ${lines} 句`;
+    const mode = settings.template ? MODES.template.name
+      : settings.acrostic ? `藏头「${settings.start_words}」` : MODES.continue.name;
+    const parts = [shape, mode];
+    if (settings.style && SETTINGS.style && settings.style !== SETTINGS.style.default) {
+      parts.push(LABELS.style.choices[settings.style] || settings.style);
+    }
+    return parts.join(" · ");
   }
 
   function renderPoem(card, poem, settings, heads, locked = new Set()) {
@@ -201,6 +403,9 @@
     card._heads = heads;
     $(".poem-kind", card).textContent = kindOf(poem, settings);
     $(".poem-seed", card).textContent = `种子 ${poem.seed}`;
+    const title = $(".poem-title", card);
+    title.textContent = poem.title || "";
+    title.hidden = !poem.title;
     const list = $(".lines", card);
     list.replaceChildren();
     poem.lines.forEach((line, i) => {
@@ -271,7 +476,8 @@
     clearErrors(card);
     if (template === null) return;
     const settings = {
-      ...card._settings, mode: "template", text: template, num_poems: 1, seed: (poem.seed + 1) % (SEED_MAX + 1),
+      ...card._settings, start_words: "", acrostic: false, template, num_poems: 1,
+      seed: (poem.seed + 1) % (SETTINGS.seed.maximum + 1),
     };
     card.classList.add("busy");
     status.textContent = "正在重写…";
@@ -282,15 +488,15 @@
       status.textContent = `重写了 ${n} 句`;
     } catch (err) {
       status.textContent = "";
-      const d = describe(err);
-      $(".poem-error", card).textContent = Object.values(d).join("；");
+      $(".poem-error", card).textContent = Object.values(describe(err)).join("；");
     } finally {
       card.classList.remove("busy");
     }
   }
 
   async function copyPoem(card) {
-    const text = card._poem.couplets.join("\n");
+    const poem = card._poem;
+    const text = [...(poem.title ? [poem.title] : []), ...poem.couplets].join("\n");
     const status = $(".status", card);
     try {
       await navigator.clipboard.writeText(text);
@@ -330,16 +536,14 @@
 
   controls.addEventListener("submit", (e) => {
     e.preventDefault();
-    write(settingsFromForm());
+    if (controls.dataset.ready === "true") write(settingsFromForm());
   });
   $$('input[name="mode"]', controls).forEach((i) => i.addEventListener("change", showMode));
-  $("#temperature").addEventListener("input", (e) => {
-    $("#temperature-out").value = Number(e.target.value).toFixed(2);
-  });
   $$(".stepper button").forEach((b) => b.addEventListener("click", () => {
     const input = $("#num_poems");
-    const v = Math.round(Number(input.value) || 1) + Number(b.dataset.step);
-    input.value = Math.min(8, Math.max(1, v));
+    const info = SETTINGS.num_poems;
+    const v = Math.round(Number(input.value) || info.default) + Number(b.dataset.step);
+    input.value = Math.min(info.maximum ?? Infinity, Math.max(info.minimum ?? -Infinity, v));
   }));
   $$(".template-tools button").forEach((b) => b.addEventListener("click", () => {
     $("#text").value = TEMPLATES[b.dataset.template].replace(/\n/g, "");
@@ -364,11 +568,9 @@
 
   async function showModel() {
     try {
-      const res = await fetch("/api/health");
-      const h = await res.json();
+      const h = await getJSON("/api/health");
       const m = h.model || {};
-      const name = m.name || "";
-      const parts = [`模型 ${name}`];
+      const parts = [`模型 ${m.name || ""}`];
       if (m.num_layers) parts.push(`${m.num_layers} 层 LSTM × ${m.hidden_dim}`);
       if (m.vocab_size) parts.push(`${m.vocab_size.toLocaleString()} 字`);
       if (m.steps) parts.push(`训练 ${m.steps.toLocaleString()} 步`);
@@ -378,15 +580,30 @@
     }
   }
 
-  // ------------------------------------------------------------------ start: a link writes its poem again
+  // ------------------------------------------------------------------ start: the settings, then a link's poem
+
+  async function start() {
+    showModel();
+    try {
+      SETTINGS = (await getJSON("/api/settings")).settings;
+    } catch (err) {
+      const why = err.status ? `服务器答 ${err.status}` : err.message || "网络错误";
+      $("#general-error").textContent = `读不到服务器的设置（${why}），请刷新页面重试。`;
+      return;
+    }
+    buildForm();
+    fillForm({});
+    controls.dataset.ready = "true";
+    $("#write").disabled = false;
+    const params = new URLSearchParams(location.search);
+    if ([...params.keys()].some((key) => key in SETTINGS || LEGACY_LINK.includes(key))) {
+      const request = settingsFromLink(params);
+      if (!("num_poems" in request)) request.num_poems = 1;  // a link is one poem: its seed
+      fillForm(request);
+      write(request, Number(params.get("heads")) || 0);
+    }
+  }
 
   showMode();
-  showModel();
-  const params = new URLSearchParams(location.search);
-  if (params.has("seed") || params.has("text") || params.has("mode")) {
-    const request = settingsFromLink(params);
-    if (!("num_poems" in request)) request.num_poems = 1;
-    fillForm({ ...DEFAULTS, ...request });
-    write(request, Number(params.get("heads")) || 0);
-  }
+  start();
 })();
