@@ -3,8 +3,9 @@
     python scripts/serve_screenshot.py --model-path CKPT [--out docs/serve.png]
 
 Needs the serve extra, selenium and Debian's chromium + chromium-driver, and CJK fonts for the glyphs
-(apt-get install fonts-noto-cjk). Writes four poems of 春花秋月 with seed 7, locks the first line of the
-first poem and takes the whole page.
+(apt-get install fonts-noto-cjk). Waits for the page to read its settings (GET /api/settings), writes four
+poems of 春花秋月 with seed 7 (set in 更多设置, folded again afterwards), locks the first line of the first poem
+and takes the whole page.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_serve import Server  # noqa: E402  (the same way the browser test starts one)
+from tests.test_serve import Server, open_page  # noqa: E402  (the same way the browser test starts one)
 
 
 def main() -> None:
@@ -44,20 +45,21 @@ def main() -> None:
         opts.add_argument(flag)
     d = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "chromedriver"))
     try:
-        d.get(server.url + "/")
+        open_page(d, server.url + "/")
+        WebDriverWait(d, 20).until(lambda d: "字" in d.find_element(By.ID, "model-info").text)
         d.find_element(By.XPATH, "//label[span[text()='藏头']]").click()
         d.find_element(By.ID, "text").send_keys(args.text)
         d.find_element(By.XPATH, "//label[span[text()='七绝']]").click()
         count = d.find_element(By.ID, "num_poems")
         count.clear()
         count.send_keys("4")
-        d.find_element(By.CSS_SELECTOR, ".more summary").click()
+        d.find_element(By.CSS_SELECTOR, "#advanced summary").click()
         d.find_element(By.ID, "seed").send_keys(args.seed)
         d.find_element(By.ID, "write").click()
         WebDriverWait(d, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#poems .poem")) == 4)
         d.find_element(By.CSS_SELECTOR, "#poems .poem .lock").click()
         d.find_element(By.ID, "seed").clear()  # the page as a person leaves it: seed back to random
-        d.find_element(By.CSS_SELECTOR, ".more summary").click()
+        d.find_element(By.CSS_SELECTOR, "#advanced summary").click()
         d.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
         height = d.execute_script("return document.documentElement.scrollHeight")
         metrics = {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False}
