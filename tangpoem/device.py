@@ -79,7 +79,7 @@ def quiet_idle_threads() -> None:
     libgomp (oneDNN, whose sgemm tangpoem's kernels use). By default each keeps its threads spinning
     after a parallel region (libiomp5 for 200 ms), so on a small machine one pool's idle threads take
     the cores the other pool's working threads need: a training step of configs/cpu.toml took 0.7 s
-    instead of 0.35 s on a 2-core machine. Both runtimes read these variables when they load, so this
+    instead of 0.35 s on a machine of two cores. Both runtimes read these variables when they load, so this
     must run before `import paddle` (each command calls it first, `prepare_command`); set_threads repeats the libiomp5
     part at run time for a process that imported paddle first.
     """

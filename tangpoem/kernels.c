@@ -4,7 +4,7 @@
  * and the softmax + cross-entropy into single passes on all threads (OpenMP from gcc's libgomp, the
  * runtime oneDNN uses, so the two share one thread pool). Matrix products go to oneDNN's sgemm from
  * the Paddle wheel: on AMD processors MKL's cblas_sgemm, which Paddle's matmul calls, takes a generic
- * path at a third of oneDNN's speed (26 against 140 GFLOP/s on a 2-core EPYC).
+ * path at a third of oneDNN's speed (26 against 140 GFLOP/s; benchmarks/README.md).
  *
  * Layouts are row-major float32. Gate order is Paddle's nn.LSTM one: i, f, g (cell candidate), o.
  * Functions that can fail return a status (TP_OK, TP_BAD_LABEL, TP_NO_MEMORY; native.py raises on the

@@ -664,7 +664,7 @@ if AutoHTTPProtocol is not None:
         There the listening socket comes from uvicorn's supervisor, made without a protocol number, so
         asyncio does not recognise its connections as TCP and leaves Nagle on: an answer's second
         segment then waits for the client's delayed ACK, and every request took 40 ms longer (a health
-        check 44 ms against 0.9 with one worker, measured 2026-11-28).
+        check 44 ms against 0.9 with one worker; benchmarks/README.md).
         """
 
         def connection_made(self, transport: asyncio.Transport) -> None:

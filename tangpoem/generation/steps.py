@@ -250,7 +250,7 @@ def make_step(ckpt: Checkpoint, backend: str = "numpy", inference: str = "", num
 
     The command's default is 1: at batch 1 a second BLAS thread halves the numpy step on an idle
     machine (about 1.0 vs 1.9 ms), but when another process holds a core the two threads wait on each
-    other and the step takes 20-30 ms (measured on the project machine); one thread is never that slow.
+    other and the step takes 20-30 ms (benchmarks/README.md); one thread is never that slow.
     """
     threads = num_threads if num_threads > 0 else usable_cpus()
     if inference:
