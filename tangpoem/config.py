@@ -230,7 +230,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _is_unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
     """False for text with lone surrogates: what Python makes of command-line bytes that are not UTF-8."""
     try:
         text.encode("utf-8")
@@ -256,7 +256,7 @@ def check_value(name: str, value: Any) -> Any:
         raise TangpoemError(f"setting '{name}' must be a {kind}, got {value!r}", field=name)
     if kind == "float":
         value = float(value)
-    if kind == "str" and not _is_unicode(value):
+    if kind == "str" and not is_unicode(value):
         raise TangpoemError(
             f"{flag} is not UTF-8 text (the terminal sent other bytes, e.g. GBK); switch the terminal to UTF-8 "
             "(e.g. LANG=C.UTF-8) and type it again",

@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tangpoem.checkpoint import resolve_model
-from tangpoem.config import COMMANDS, FIELDS, ArgumentParser, add_config_args, parse_config_args
+from tangpoem.config import COMMANDS, FIELDS, ArgumentParser, add_config_args, is_unicode, parse_config_args
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.generation import MAX_ROWS, GenerationConfig, Poem, Poet
-from tangpoem.generation.request import DEPRECATED_FIELDS, legacy_request
+from tangpoem.generation.request import DEPRECATED_FIELDS, translate_deprecated
 from tangpoem.prosody import FORMS, PATTERN_NAMES, form_name
 
 try:  # the `serve` extra: pip install 'tangpoem[serve]'
@@ -148,10 +148,8 @@ def _default(name: str) -> Any:
 def _clean_text(value: str, what: str) -> str:
     """No lone surrogates (JSON allows "\\ud800") nor control characters: neither is poem text. Line breaks
     and tabs are fine (a template typed over several lines): normalising drops all whitespace."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} holds an invalid character (a lone UTF-16 surrogate); send UTF-8 text") from None
+    if not is_unicode(value):
+        raise ValueError(f"{what} holds an invalid character (a lone UTF-16 surrogate); send UTF-8 text")
     bad = sorted(
         {f"U+{ord(ch):04X}" for ch in value if (ord(ch) < 32 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0}
     )
@@ -221,14 +219,13 @@ class PoemRequest(BaseModel):
     @model_validator(mode="after")
     def _work(self) -> PoemRequest:
         if self.mode is not None or self.text is not None:  # the earlier vocabulary, for one more release
-            if self.start_words or self.template or self.acrostic:
-                raise ValueError("mode and text are the deprecated names of start_words/acrostic/template: use one set")
+            names = ("mode", "text", "start_words", "acrostic", "template")
             try:
-                translated = legacy_request(self.mode or "continue", self.text or "")
+                translated = translate_deprecated({name: getattr(self, name) for name in names})
             except TangpoemError as err:
                 raise ValueError(str(err)) from None
-            for name, value in translated.items():
-                setattr(self, name, value)
+            for name in names[2:]:
+                setattr(self, name, translated[name])
             self.mode = self.text = None
             self._legacy = True
         rows = self.num_poems * self.candidates * self.drafts

@@ -575,3 +575,13 @@ def test_a_constraint_plugs_into_the_loop(poet: Poet) -> None:
 
     constrained = [st.tokens for st, _ in decode(poet.step, [replace(job, constraints=[Avoid()])])[0]]
     assert len(constrained) == 8 and not any(t in avoid for tokens in constrained for t in tokens)
+
+
+def test_the_deprecated_names_translate_and_refuse_a_mix(poet: Poet) -> None:
+    """mode/text still work for one release (the server translates them through the same function)."""
+    with pytest.warns(DeprecationWarning):
+        old = poet.write(mode="acrostic", text="春夏秋冬", seed=3)
+    assert [p.text for p in old] == [p.text for p in poet.write(start_words="春夏秋冬", acrostic=True, seed=3)]
+    with pytest.raises(TangpoemError, match="use one set") as err, pytest.warns(DeprecationWarning):
+        poet.write(mode="acrostic", text="春夏", start_words="秋冬")
+    assert err.value.field == "mode"

@@ -197,12 +197,11 @@ class Poet:
     def job(self, request: GenerationConfig, unconstrained: bool = False) -> Job:
         """The decoder's job for a request, or a TangpoemError saying what in it cannot be written (and
         naming the setting in its `field`)."""
-        opts = request
-        opts.check()
-        mode, text_field = opts.mode, "template" if opts.template else "start_words"
-        shape = resolve_shape(opts.form, opts.line_length, opts.lines)
-        prime = self.prime(opts)
-        layout, given, text = Layout(), [], normalise(opts.text)
+        request.check()
+        mode, text_field = request.mode, "template" if request.template else "start_words"
+        shape = resolve_shape(request.form, request.line_length, request.lines)
+        prime = self.prime(request)
+        layout, given, text = Layout(), [], normalise(request.text)
         with about(text_field):
             if mode == "acrostic":
                 layout = self._heads(text, shape)
@@ -212,19 +211,21 @@ class Poet:
                 shape = merge_shapes(layout.shape, shape, "the template")
             else:
                 given = self.encode(text, "start words")
-        if shape.lines and shape.line_length and shape.lines * (shape.line_length + 1) > opts.max_gen_len:
+        if shape.lines and shape.line_length and shape.lines * (shape.line_length + 1) > request.max_gen_len:
             need = shape.lines * (shape.line_length + 1)
-            raise TangpoemError(f"the poem needs {need} characters but --max-gen-len is {opts.max_gen_len}",
+            raise TangpoemError(f"the poem needs {need} characters but --max-gen-len is {request.max_gen_len}",
                                 "max_gen_len")  # fmt: skip
-        tones = (TONES_BY_DEFAULT and shape.is_form) if opts.tones is None else opts.tones
-        rhyme = (shape.is_form or tones) if opts.rhyme is None else opts.rhyme  # regulated verse rhymes
-        if opts.pattern and not tones:
+        tones = (TONES_BY_DEFAULT and shape.is_form) if request.tones is None else request.tones
+        rhyme = (shape.is_form or tones) if request.rhyme is None else request.rhyme  # regulated verse rhymes
+        if request.pattern and not tones:
             raise TangpoemError("--pattern names a tone pattern: use it with --tones", "pattern")
         with about(text_field):  # what the given characters leave open; the rest say which setting
-            rules = Rules(self.classes, shape, layout, rhyme, tones, opts.pattern, opts.max_gen_len, unconstrained)
+            rules = Rules(
+                self.classes, shape, layout, rhyme, tones, request.pattern, request.max_gen_len, unconstrained
+            )
             self._check_given(rules, given, text)
-        seeds = [opts.seed + i for i in range(opts.num_poems)]
-        return Job(rules, prime, given, seeds, opts)
+        seeds = [request.seed + i for i in range(request.num_poems)]
+        return Job(rules, prime, given, seeds, request)
 
     def prime(self, request: GenerationConfig) -> list[int]:
         """What the model reads before the poem, its outputs unused: <START>, then, for a model trained with
@@ -236,7 +237,7 @@ class Poet:
             if request.title.strip():
                 raise TangpoemError(
                     "this model was trained without titles; leave out the title, or train one on an npz built "
-                    "with titles (`python -m tangpoem.data build`, then `python -m tangpoem.train`)",
+                    "with them (`python -m tangpoem.data build --collections tang,song` or --format-version 2)",
                     "title",
                 )
             if request.style != "tang":
@@ -254,7 +255,7 @@ class Poet:
             return []
         cleaned = clean_title(title)
         letters = sum(unicodedata.category(ch) == "Lo" for ch in title)
-        if len(cleaned) > TITLE_MAX_CHARS or (not cleaned and letters > TITLE_MAX_CHARS):
+        if not cleaned and letters > TITLE_MAX_CHARS:  # clean_title drops a title over the cap
             raise TangpoemError(
                 f"the title has {letters} characters, at most {TITLE_MAX_CHARS} (as the training titles)", "title"
             )

@@ -58,15 +58,13 @@ class GenerationConfig:
     def from_settings(cls, settings: dict[str, Any]) -> GenerationConfig:
         """From keyword arguments or JSON fields: the names above, plus the deprecated `mode` and `text`
         (with a DeprecationWarning). An unknown name is a TangpoemError naming it."""
-        values = dict(settings)
-        mode, text = values.pop("mode", None), values.pop("text", None)
-        if mode is not None or text is not None:
+        if settings.get("mode") is not None or settings.get("text") is not None:
             warnings.warn(
                 "'mode' and 'text' are deprecated: use start_words (with acrostic=True for heads) or template",
                 DeprecationWarning,
                 stacklevel=3,
             )
-            values.update(legacy_request(mode or "continue", text or ""))
+        values = translate_deprecated(settings)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -94,6 +92,20 @@ class GenerationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def translate_deprecated(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings with the deprecated `mode` and `text` (absent or None: not given) in today's names; a
+    request that mixes the two sets is refused. The Python API and the server both translate here."""
+    mode, text = settings.get("mode"), settings.get("text")
+    values = {k: v for k, v in settings.items() if k not in DEPRECATED_FIELDS}
+    if mode is None and text is None:
+        return values
+    if values.get("start_words") or values.get("template") or values.get("acrostic"):
+        raise TangpoemError(
+            "mode and text are the deprecated names of start_words/acrostic/template: use one set", field="mode"
+        )
+    return {**values, **legacy_request(mode or "continue", text or "")}
 
 
 def legacy_request(mode: str, text: str) -> dict[str, Any]:
