@@ -52,8 +52,25 @@ def expected_tensors(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         for name, shape in (("weight_ih", (4 * H, E if k == 0 else H)), ("weight_hh", (4 * H, H)),
                             ("bias_ih", (4 * H,)), ("bias_hh", (4 * H,))):  # fmt: skip
             shapes[f"lstm.{name}_l{k}"] = shapes[f"lstm.{k}.cell.{name}"] = shape
-    shapes["linear.weight"], shapes["linear.bias"] = (H, V), (V,)
+    if not config.output_cutoffs:
+        shapes["linear.weight"], shapes["linear.bias"] = (H, V), (V,)
+        return shapes
+    shortlist, bounds = config.output_cutoffs[0], config.clusters()
+    head = shortlist + len(bounds)  # the shortlist's characters and one entry per cluster
+    shapes["adaptive.head.weight"], shapes["adaptive.head.bias"] = (H, head), (head,)
+    for k, (start, end, width) in enumerate(bounds):
+        shapes[f"adaptive.tail_proj.{k}.weight"] = (H, width)
+        shapes[f"adaptive.tail_out.{k}.weight"] = (width, end - start)
+        shapes[f"adaptive.tail_out.{k}.bias"] = (end - start,)
     return shapes
+
+
+RANK = "adaptive.rank"  # the adaptive softmax's id -> frequency rank map: int64, a permutation, never compacted
+
+
+def _is_linear_weight(name: str) -> bool:
+    """nn.Linear stores its weight [in, out]: its output units are columns."""
+    return name == "linear.weight" or (name.startswith("adaptive.") and name.endswith(".weight"))
 
 
 def check_weights(path: str, config: ModelConfig, weights: dict[str, np.ndarray]) -> None:
@@ -61,6 +78,11 @@ def check_weights(path: str, config: ModelConfig, weights: dict[str, np.ndarray]
     only warns about a wrong shape and keeps those weights random, and the numpy step would compute garbage."""
     damaged = "the file is damaged or was edited; use another checkpoint"
     shapes = expected_tensors(config)
+    if config.output_cutoffs:
+        rank = weights.get(RANK)
+        if rank is None or rank.dtype != np.int64 or not np.array_equal(np.sort(rank), np.arange(config.vocab_size)):
+            raise TangpoemError(f"{path}: {RANK} is missing or not an order of the vocabulary; {damaged}")
+        weights = {k: v for k, v in weights.items() if k != RANK}
     missing, extra = sorted(set(shapes) - set(weights)), sorted(set(weights) - set(shapes))
     if missing or extra:
         what = f"lacks {', '.join(missing[:3])}" if missing else f"holds tensors the network has not: {extra[:3]}"
@@ -85,6 +107,10 @@ def _check_model_config(path: str, config: ModelConfig) -> None:
         rate = getattr(config, name)
         if type(rate) not in (int, float) or not 0 <= rate < 1:
             bad.append(f"{name}={rate!r}")
+    cuts = config.output_cutoffs
+    listed = isinstance(cuts, list) and all(type(c) is int for c in cuts) and cuts == sorted(set(cuts))
+    if not listed or (cuts and not (cuts[0] >= 1 and type(config.vocab_size) is int and cuts[-1] < config.vocab_size)):
+        bad.append(f"output_cutoffs={cuts!r}")
     if bad:
         raise TangpoemError(
             f"{path}: the network in its metadata is impossible ({', '.join(bad)}); the file was edited"
@@ -178,10 +204,12 @@ def compact_weights(weights: dict[str, np.ndarray], storage: str) -> dict[str, n
     for name, w in weights.items():
         if _ALIAS.match(name):
             continue
-        if storage == "float16":
+        if name == RANK:
+            out[name] = w
+        elif storage == "float16":
             out[name] = w.astype(np.float16)
         elif w.ndim == 2:
-            axis = 0 if name == "linear.weight" else 1
+            axis = 0 if _is_linear_weight(name) else 1
             scale = np.abs(w).max(axis=axis, keepdims=True) / 127.0
             scale[scale == 0] = 1.0
             out[name] = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
@@ -204,8 +232,8 @@ def expand_weights(
                 continue
             if w.dtype == np.int8:
                 scale = weights[name + ".scale"]
-                w = w.astype(np.float32) * (scale[None, :] if name == "linear.weight" else scale[:, None])
-            out[name] = np.ascontiguousarray(w, dtype=np.float32)
+                w = w.astype(np.float32) * (scale[None, :] if _is_linear_weight(name) else scale[:, None])
+            out[name] = np.ascontiguousarray(w, dtype=np.int64 if name == RANK else np.float32)
     except (KeyError, ValueError) as err:
         raise TangpoemError(f"{path}: its compact weights are incomplete ({err}); the file is damaged") from None
     for k in range(config.num_layers):

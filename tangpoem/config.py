@@ -67,6 +67,11 @@ class Config:
         0.0, "dropout on LSTM outputs while training: between layers and before the output layer", 0, 0.95
     )
     embedding_dropout: float = _f(0.0, "dropout on the character embeddings (the LSTM's input) while training", 0, 0.95)
+    output_cutoffs: str = _f(
+        "",
+        "adaptive softmax: frequency ranks where the output's clusters start, e.g. '2000,6000': the 2,000 "
+        "most frequent characters get the full-width output, the rest narrower ones ('': one full softmax)",
+    )
 
     # --- data and training ---
     batching: str = _f(
@@ -123,7 +128,7 @@ FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()
 
 # The settings each command takes, in one table: a command's module reads its row (train.SETTINGS, ...),
 # and a flag of another command is refused with the name of the commands whose rows hold it
-MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout")  # ModelConfig's fields
+MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout", "output_cutoffs")
 GENERATION = (
     "model_path", "title", "style", "prefix_words", "start_words", "acrostic", "template", "form", "line_length",
     "lines", "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
@@ -192,9 +197,32 @@ class ModelConfig:
     num_layers: int = 3
     dropout: float = 0.0
     embedding_dropout: float = 0.0
+    output_cutoffs: list[int] = field(default_factory=list)  # adaptive softmax; [] is one full softmax
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def clusters(self) -> list[tuple[int, int, int]]:
+        """The adaptive softmax's tail clusters: (first rank, end rank, projection width), cluster k's
+        projection hidden_dim / 4**(k+1) wide (PyTorch's div_value=4)."""
+        edges = [*self.output_cutoffs, self.vocab_size]
+        return [(edges[k], edges[k + 1], max(1, self.hidden_dim // 4 ** (k + 1))) for k in range(len(edges) - 1)]
+
+
+def parse_cutoffs(text: str, vocab_size: int) -> list[int]:
+    """'2000,6000' -> [2000, 6000]: increasing ranks between 1 and vocab_size - 1 ('' -> [])."""
+    if not text.strip():
+        return []
+    hint = "give increasing frequency ranks inside the vocabulary, e.g. --output-cutoffs 2000,6000, or '' for none"
+    try:
+        cutoffs = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise TangpoemError(f"--output-cutoffs '{text}' is not numbers; {hint}", field="output_cutoffs") from None
+    if cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= vocab_size:
+        raise TangpoemError(
+            f"--output-cutoffs {text} does not fit a vocabulary of {vocab_size:,}; {hint}", field="output_cutoffs"
+        )
+    return cutoffs
 
 
 def config_dirs() -> list[Path]:

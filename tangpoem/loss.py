@@ -6,7 +6,7 @@ import paddle
 import paddle.nn.functional as F
 
 from tangpoem import fastlstm
-from tangpoem.model import PoetryModel
+from tangpoem.model import AdaptiveOutput, PoetryModel
 
 
 def sequence_loss(
@@ -67,6 +67,33 @@ def _fast_sequence_loss(
             flat_targets = paddle.gather(flat_targets, keep)
     else:
         count = int(flat_targets.shape[0])
-    if not fastlstm.use_fast_lstm(inputs):  # GPU: the framework's own fused kernels, on the kept rows only
-        return F.cross_entropy(model.linear(hidden), flat_targets), count
-    return fastlstm.linear_cross_entropy(hidden, model.linear.weight, model.linear.bias, flat_targets), count
+    if model.config.output_cutoffs:
+        return adaptive_loss(model.adaptive, hidden, flat_targets) / count, count
+    return _output_loss(hidden, model.linear, flat_targets) / count, count
+
+
+def _output_loss(hidden: paddle.Tensor, linear: paddle.nn.Linear, targets: paddle.Tensor) -> paddle.Tensor:
+    """Summed cross-entropy of linear(hidden) against targets: on the CPU the fused chunked kernel, on a GPU
+    the framework's own."""
+    if not fastlstm.use_fast_lstm(hidden):
+        return F.cross_entropy(linear(hidden), targets, reduction="sum")
+    return fastlstm.linear_cross_entropy(hidden, linear.weight, linear.bias, targets) * hidden.shape[0]
+
+
+def adaptive_loss(output: AdaptiveOutput, hidden: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+    """Summed -log p(target) under the adaptive softmax, computing only what the targets need: the head on
+    every row, cluster k's projection and output only on the rows whose target lies in it."""
+    rank = paddle.gather(output.rank, targets)
+    head_target = rank
+    parts = []
+    for k, (start, end, _) in enumerate(output.bounds):
+        inside = (rank >= start) & (rank < end)
+        head_target = paddle.where(inside, paddle.full_like(rank, output.shortlist + k), head_target)
+        rows = paddle.nonzero(inside).reshape([-1])
+        if rows.shape[0]:
+            projected = output.tail_proj[k](paddle.gather(hidden, rows))
+            parts.append(_output_loss(projected, output.tail_out[k], paddle.gather(rank, rows) - start))
+    total = _output_loss(hidden, output.head, head_target)
+    for part in parts:
+        total = total + part
+    return total

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -40,6 +41,40 @@ class Step(Protocol):
     def set_state(self, h: np.ndarray, c: np.ndarray) -> None: ...
 
 
+def numpy_output(ckpt: Checkpoint) -> Callable[[np.ndarray], np.ndarray]:
+    """The output layer in numpy: hidden [rows, H] -> logits [rows, V] (log-probabilities for an adaptive
+    softmax, as model.AdaptiveOutput computes them)."""
+    w, cfg = ckpt.weights, ckpt.model_config
+    if not cfg.output_cutoffs:
+        out_w = np.ascontiguousarray(w["linear.weight"], dtype=np.float32)  # [H, V]
+        out_b = w["linear.bias"].astype(np.float32)
+
+        def full(hidden: np.ndarray) -> np.ndarray:
+            logits = hidden @ out_w
+            logits += out_b
+            return logits
+
+        return full
+    shortlist, rank = cfg.output_cutoffs[0], w["adaptive.rank"]
+    head_w, head_b = np.ascontiguousarray(w["adaptive.head.weight"]), w["adaptive.head.bias"]
+    tails = [(np.ascontiguousarray(w[f"adaptive.tail_proj.{k}.weight"] @ w[f"adaptive.tail_out.{k}.weight"]),
+              w[f"adaptive.tail_out.{k}.bias"]) for k in range(len(cfg.clusters()))]  # fmt: skip
+
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z -= z.max(axis=1, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return z
+
+    def adaptive(hidden: np.ndarray) -> np.ndarray:
+        head = log_softmax(hidden @ head_w + head_b)
+        parts = [head[:, :shortlist]]
+        for k, (tail_w, tail_b) in enumerate(tails):  # the projection folded in: one product per cluster
+            parts.append(log_softmax(hidden @ tail_w + tail_b) + head[:, shortlist + k, None])
+        return np.concatenate(parts, axis=1)[:, rank]
+
+    return adaptive
+
+
 class NumpyStep:
     """The LSTM step in numpy from the checkpoint's weights: no framework overhead per step.
 
@@ -70,8 +105,7 @@ class NumpyStep:
         vocab = self.embedding.shape[0]
         self.input0 = np.empty((vocab, 4 * H), np.float32)  # filled lazily, token by token
         self.known = np.zeros(vocab, dtype=bool)
-        self.out_w = np.ascontiguousarray(w["linear.weight"], dtype=np.float32)  # [H, V]
-        self.out_b = w["linear.bias"].astype(np.float32)
+        self.output = numpy_output(ckpt)
         self.reset(1)
 
     def reset(self, batch: int) -> None:
@@ -131,10 +165,7 @@ class NumpyStep:
             x = h
         if not rows:
             return None
-        top = x if len(rows) == len(x) else x[rows]
-        logits = top @ self.out_w
-        logits += self.out_b
-        return logits
+        return self.output(x if len(rows) == len(x) else x[rows])
 
 
 class EagerStep:
