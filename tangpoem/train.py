@@ -83,6 +83,7 @@ from tangpoem.config import (  # noqa: E402
     Config,
     add_config_args,
     parse_config_args,
+    parse_cutoffs,
 )
 from tangpoem.data import PoemData, load_npz, writable_folder  # noqa: E402
 from tangpoem.dataset import make_loader, target_mask  # noqa: E402
@@ -254,8 +255,21 @@ def machine() -> str:
     return f"{cpu}, {usable_cpus()} CPUs, {device}, paddle {paddle.__version__}"
 
 
+def frequency_ranks(poems: PoemData) -> np.ndarray:
+    """rank[id]: 0 for the most frequent character of the training poems, vocab - 1 for the rarest; padding,
+    never a target, last."""
+    counts = np.bincount(poems.data[~poems.heldout].ravel(), minlength=poems.vocab_size).astype(np.int64)
+    counts[poems.pad_id] = -1
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(poems.vocab_size, dtype=np.int64)
+    rank[order] = np.arange(poems.vocab_size)
+    return rank
+
+
 def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size, **{name: getattr(cfg, name) for name in MODEL_SHAPE})
+    shape = {name: getattr(cfg, name) for name in MODEL_SHAPE}
+    shape["output_cutoffs"] = parse_cutoffs(cfg.output_cutoffs, vocab_size)
+    return ModelConfig(vocab_size, **shape)
 
 
 # ---------------------------------------------------------------- checks before a run starts
@@ -395,6 +409,11 @@ class Run:
         self.seconds_before = float(ckpt.meta.get("train_seconds", 0.0)) if ckpt else 0.0  # earlier invocations'
         self.started = time.monotonic()
         self.machine = machine()  # for every checkpoint's record: read once
+        # the record of how the model was made, carried over a resume: each invocation's steps, minutes and
+        # the machine's load (a busy machine explains a slow run), and the held-out loss at every log
+        self.invocations = list(ckpt.meta.get("invocations", [])) if ckpt else []
+        self.curve = list(ckpt.meta.get("curve", [])) if ckpt else []
+        self.this_invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_1min": []}
         if self.main_rank:
             _check_prefix_names_files(cfg.model_prefix)
             writable_folder(Path(cfg.model_prefix).parent, "checkpoint")
@@ -404,6 +423,8 @@ class Run:
         paddle.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.model = PoetryModel(mcfg)
+        if mcfg.output_cutoffs:  # the adaptive softmax's clusters follow this run's character frequencies
+            self.model.adaptive.set_ranks(paddle.to_tensor(frequency_ranks(poems)))
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
         # with AMP the gradients are still scaled until the scaler's step: clipping stays inside the optimizer
         clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 and self.scaler else None
@@ -411,6 +432,7 @@ class Run:
         self.epoch = self.step_in_epoch = self.global_step = 0
         if ckpt is not None:
             self._resume(ckpt)
+        self.first_step = self.global_step
 
         loss_layer = _LossLayer(self.model, cfg.mask_padding, poems.pad_id, poems.start_id)
         self.trainer = paddle.DataParallel(loss_layer) if self.world_size > 1 else loss_layer
@@ -503,8 +525,20 @@ class Run:
         self.logger.log(self.global_step, {"loss/train": train_loss, "loss/heldout": nats,
                                            "lr": self.optimizer.get_lr()}, samples)  # fmt: skip
         self.window_loss, self.window_count = 0.0, 0
+        self.curve.append([self.global_step, round(self.train_seconds() / 60, 2), round(nats, 4)])
+        self._note_load()
         self.tick, self.tick_tokens = time.monotonic(), 0  # tokens/s of training, not of the evaluation
         model.train()
+
+    def train_seconds(self) -> float:
+        return self.seconds_before + time.monotonic() - self.started
+
+    def _note_load(self) -> None:
+        """The 1-minute load average's range over this invocation."""
+        load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+        seen = self.this_invocation["load_1min"]
+        if load is not None:
+            seen[:] = [min([load, *seen]), max([load, *seen])]
 
     def stop_reason(self, stop: _StopFlag) -> str:
         """Why to stop after this step ('' to go on); under data parallel every rank agrees."""
@@ -543,8 +577,10 @@ class Run:
                 "global_step": self.global_step,
                 "world_size": self.world_size,
                 "run": self.run_id,
-                "train_seconds": round(self.seconds_before + time.monotonic() - self.started, 1),
+                "train_seconds": round(self.train_seconds(), 1),
                 "machine": self.machine,
+                "invocations": [*self.invocations, self._invocation_record()],
+                "curve": self.curve,  # [step, training minutes, held-out nats/char] at every log
                 "collections": self.collections,  # the styles it has read: `generate --style` checks
                 "config": self.cfg.to_dict(),
             }
@@ -556,6 +592,12 @@ class Run:
             save_checkpoint(path, self.model, self.poems.ix2word, meta, trainer_state)
             _remove_older_step_checkpoints(self.cfg.model_prefix, self.run_id, path)
         self.result.checkpoint = path
+
+    def _invocation_record(self) -> dict[str, Any]:
+        self._note_load()
+        minutes = (time.monotonic() - self.started) / 60
+        return {**self.this_invocation, "first_step": self.first_step, "last_step": self.global_step,
+                "minutes": round(minutes, 1), "machine": self.machine}  # fmt: skip
 
     def finish(self) -> TrainResult:
         if self.logger is not None:
