@@ -46,7 +46,8 @@ class AdaptiveOutput(nn.Layer):
         for k, (proj, out) in enumerate(zip(self.tail_proj, self.tail_out, strict=True)):
             parts.append(F.log_softmax(out(proj(hidden)), axis=-1) + head[:, self.shortlist + k].unsqueeze(-1))
         by_rank = paddle.concat(parts, axis=-1)
-        return paddle.gather(by_rank, self.rank, axis=1)
+        # index_select, not gather(axis=1): on Paddle 2.6.2 the latter's gradient is wrong at this size
+        return paddle.index_select(by_rank, self.rank, axis=1)
 
 
 class PoetryModel(nn.Layer):
