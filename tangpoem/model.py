@@ -43,8 +43,8 @@ class AdaptiveOutput(nn.Layer):
         """Log-probabilities [rows, vocab] in id order."""
         head = F.log_softmax(self.head(hidden), axis=-1)
         parts = [head[:, : self.shortlist]]
-        for k, (proj, out) in enumerate(zip(self.tail_proj, self.tail_out, strict=True)):
-            parts.append(F.log_softmax(out(proj(hidden)), axis=-1) + head[:, self.shortlist + k].unsqueeze(-1))
+        for k in range(len(self.bounds)):  # not zip(..., strict=True): paddle.jit.to_static cannot convert it
+            parts.append(F.log_softmax(self.tail_out[k](self.tail_proj[k](hidden)), axis=-1) + head[:, self.shortlist + k].unsqueeze(-1))
         by_rank = paddle.concat(parts, axis=-1)
         # index_select, not gather(axis=1): on Paddle 2.6.2 the latter's gradient is wrong at this size
         return paddle.index_select(by_rank, self.rank, axis=1)
