@@ -3,16 +3,27 @@ who is not told which is which.
 
     python benchmarks/blind_reading.py make DIR --npz work/tang_poem.npz --per-source 8 \\
         --source real --source "plain=bundled:rhyme=0" --source "tones=bundled:tones=1,candidates=4"
+    python benchmarks/blind_reading.py make DIR --titles --npz work/tangsong.npz --per-source 8 \\
+        --source real --source "titled=bundled:"
     (the reader fills DIR/scores.json from DIR/sheet.md, following DIR/instructions.md)
-    python benchmarks/blind_reading.py score DIR [--scores DIR/scores-reader2.json]
+    python benchmarks/blind_reading.py score DIR [--scores DIR/scores-reader1.json --scores DIR/scores-reader2.json]
 
 Every source writes the same forms (七绝 and 五律, half each) from <START> with no start or prefix
 words, so only the writer differs; "real" draws poems of those forms from the held-out split. A
 source is NAME=CHECKPOINT:OPTIONS, OPTIONS being generation.GenerationConfig fields (rhyme=1, tones=1,
 candidates=4, drafts=2, temperature=0.7). The sheet numbers the poems in a random order; the key
-(DIR/key.json) says which source wrote each, and the sheet never does. `score` prints each source's
-mean score per criterion (1-5: fluency, coherence, meaning, poeticness), their mean, and how often
-the reader took its poems for a person's; plus the poems' rhyme and tone-rule shares (prosody).
+(DIR/key.json) says which source wrote each, and the sheet never does.
+
+With --titles (a format-2 npz with titles) every poem is shown under a title: "real" draws held-out
+Tang poems and shows their own titles; each other source writes to the titles of other held-out Tang
+poems of the same form (the `title` setting), so no title is shown twice. The key records each poem's
+title, and the reader also says whether each poem fits its title (fits_title). A source with untitled=1 (a
+model that cannot read titles) writes without its titles, and its poems are shown under them all the same.
+
+`score` prints each source's mean score per criterion (1-5: fluency, coherence, meaning, poeticness),
+their mean, how often the reader took its poems for a person's and, when the scores say so, how often
+a poem fitted its title; plus the poems' rhyme and tone-rule shares (prosody). With several --scores,
+one table per reader, then their mean.
 """
 
 from __future__ import annotations
@@ -23,9 +34,13 @@ import random
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from tangpoem.data import PoemData
 
 CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
 FORMS = ("七绝", "五律")
@@ -45,6 +60,24 @@ and say whether you think a person wrote it (true) or a machine (false). Judge e
 Write DIR/scores.json as one JSON object: {{"1": {{"fluency": 3, "coherence": 2, "meaning": 2,
 "poeticness": 2, "human": false, "note": "a few words"}}, "2": ...}}, with every poem number.
 """
+TITLED_INSTRUCTIONS = """# Reading Tang-style poems
+
+Below are {n} short Chinese poems in the forms of Tang regulated verse (七绝: four lines of seven
+characters; 五律: eight lines of five), each under its title (《...》). Some are by Tang poets, some were
+written by machines; you are not told which. Read each poem as a reader of classical Chinese poetry and
+score it from 1 (poor) to 5 (excellent) on:
+
+- fluency: does each line read as natural classical Chinese?
+- coherence: do the lines hang together (one scene, one mood, one line of thought)?
+- meaning: does the poem say something one can understand?
+- poeticness: imagery, craft, the feel of a real poem (rhyme and tone included)?
+
+then answer two yes/no questions: does the poem fit its title, that is, is it about what the title
+says (fits_title: true for yes, false for no)? And do you think a person wrote it (human: true) or a
+machine (false)? Judge each poem on its own. Write DIR/scores.json as one JSON object: {{"1": {{"fluency": 3,
+"coherence": 2, "meaning": 2, "poeticness": 2, "fits_title": true, "human": false, "note": "a few words"}},
+"2": ...}}, with every poem number.
+"""
 
 
 def parse_source(text: str) -> tuple[str, str, dict]:
@@ -56,7 +89,7 @@ def parse_source(text: str) -> tuple[str, str, dict]:
     options = {}
     for item in filter(None, opts.split(",")):
         key, value = item.split("=", 1)
-        if key in ("rhyme", "tones", "repeat_guard"):
+        if key in ("rhyme", "tones", "repeat_guard", "untitled"):
             options[key] = value == "1"
         else:
             try:
@@ -66,16 +99,39 @@ def parse_source(text: str) -> tuple[str, str, dict]:
     return name, ckpt, options
 
 
+# ---------------------------------------------------------------- make
+
+
 def make(args: argparse.Namespace) -> int:
-    from tangpoem.data import load_npz
-    from tangpoem.generation import GenerationConfig, Poet
-    from tangpoem.prosody import check_poem
+    from tangpoem.errors import TangpoemError
 
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
+    try:
+        items = titled_items(args, rng) if args.titles else untitled_items(args, rng)
+    except TangpoemError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rng.shuffle(items)
+    (out / "sheet.md").write_text(sheet_text(items, args.titles), encoding="utf-8")
+    instructions = TITLED_INSTRUCTIONS if args.titles else INSTRUCTIONS
+    (out / "instructions.md").write_text(instructions.format(n=len(items)), encoding="utf-8")
+    head: dict[str, Any] = {"sources": args.source, **({"titles": True} if args.titles else {})}
+    key = {str(i): item for i, item in enumerate(items, 1)}
+    (out / "key.json").write_text(json.dumps({**head, "key": key}, ensure_ascii=False, indent=1))
+    print(f"{len(items)} poems: {out / 'sheet.md'}; instructions: {out / 'instructions.md'}")
+    return 0
+
+
+def untitled_items(args: argparse.Namespace, rng: random.Random) -> list[dict[str, str]]:
+    """The poems of a sheet without titles, as every reading before --titles drew them (same seed, same sheet)."""
+    from tangpoem.data import load_npz
+    from tangpoem.generation import GenerationConfig, Poet
+    from tangpoem.prosody import check_poem
+
     half = args.per_source // 2
-    items = []  # (source, text)
+    items = []
     for index, spec in enumerate(args.source):
         name, ckpt, options = parse_source(spec)
         if name == "real":
@@ -83,48 +139,190 @@ def make(args: argparse.Namespace) -> int:
             texts = [t for t, h in zip(poems.texts(), poems.heldout, strict=True) if h]
             for form in FORMS:
                 pool = [t for t in texts if check_poem(t).form == form]
-                items += [(name, t) for t in rng.sample(pool, half)]
+                items += [{"source": name, "text": t} for t in rng.sample(pool, half)]
             continue
         poet = Poet.load(ckpt)
         for i, form in enumerate(FORMS):
             # seeds differ between sources too: two sources never open a poem alike side by side
             seed = args.seed + 1000 * i + 100_000 * index
             request = GenerationConfig(**{"form": form, "num_poems": half, "seed": seed, **options})
-            items += [(name, p.text) for p in poet.write(request)]
-    rng.shuffle(items)
-    sheet = ["# Poems", ""] + [f"{i}. {text}" for i, (_, text) in enumerate(items, 1)]
-    (out / "sheet.md").write_text("\n".join(sheet) + "\n", encoding="utf-8")
-    (out / "instructions.md").write_text(INSTRUCTIONS.format(n=len(items)), encoding="utf-8")
-    key = {str(i): {"source": s, "text": t} for i, (s, t) in enumerate(items, 1)}
-    (out / "key.json").write_text(json.dumps({"sources": args.source, "key": key}, ensure_ascii=False, indent=1))
-    print(f"{len(items)} poems: {out / 'sheet.md'}; instructions: {out / 'instructions.md'}")
-    return 0
+            items += [{"source": name, "text": p.text} for p in poet.write(request)]
+    return items
+
+
+def titled_items(args: argparse.Namespace, rng: random.Random) -> list[dict[str, str]]:
+    """Each source's poems with their titles: "real" shows held-out Tang poems under their own titles, the
+    others write to the titles of other held-out Tang poems (source k takes the k-th share of the draws)."""
+    from tangpoem.data import load_npz
+
+    half = args.per_source // 2
+    draws = draw_titled(load_npz(args.npz), rng, half * len(args.source))
+    items = []
+    for index, spec in enumerate(args.source):
+        name, ckpt, options = parse_source(spec)
+        mine = {form: draws[form][index * half : (index + 1) * half] for form in FORMS}
+        if name == "real":
+            items += [{"source": name, "title": t, "text": x} for form in FORMS for t, x in mine[form]]
+        else:
+            titles = {form: [t for t, _ in mine[form]] for form in FORMS}
+            items += write_to_titles(name, ckpt, options, titles, args.seed + 100_000 * index)
+    return items
+
+
+def draw_titled(poems: PoemData, rng: random.Random, count: int) -> dict[str, list[tuple[str, str]]]:
+    """count (title, poem) pairs per form from the held-out Tang poems, no title twice across all forms; a
+    TangpoemError when the npz has no titles or too few such poems."""
+    from tangpoem.corpus import clean_title
+    from tangpoem.errors import TangpoemError
+    from tangpoem.prosody import check_poem
+
+    if poems.titles is None:
+        build = "python -m tangpoem.data build --collections tang,song --out work/tangsong.npz"
+        raise TangpoemError(f"{poems.path} is format 1, without titles: --titles needs a format-2 npz ({build})")
+    if "tang" not in poems.collection_names:
+        names = ", ".join(poems.collection_names)
+        raise TangpoemError(f"{poems.path} holds no Tang poems ({names}): --titles draws held-out Tang poems")
+    tang = poems.collection_names.index("tang")
+    pools: dict[str, list[tuple[str, str]]] = {form: [] for form in FORMS}
+    for row in (poems.heldout & (poems.collection_of_rows() == tang)).nonzero()[0].tolist():
+        title = poems.titles[row]
+        # the title shown must be the one the model reads: Poet cleans a title as the corpus does
+        if not title or clean_title(title) != title:
+            continue
+        text = poems.decode(poems.data[row])
+        form = check_poem(text).form
+        if form in pools:
+            pools[form].append((title, text))
+    used: set[str] = set()  # 送人, 春怨, ... head many poems: the reader is never shown one title twice
+    draws = {}
+    for form in FORMS:
+        pool = pools[form]
+        rng.shuffle(pool)
+        draws[form] = []
+        for title, text in pool:
+            if len(draws[form]) == count:
+                break
+            if title not in used:
+                used.add(title)
+                draws[form].append((title, text))
+        if len(draws[form]) < count:
+            raise TangpoemError(f"{poems.path} has {len(draws[form])} held-out titled Tang {form} poems of distinct "
+                                f"titles; the sources need {count}: lower --per-source")  # fmt: skip
+    return draws
+
+
+def write_to_titles(name: str, ckpt: str, options: dict, titles: dict[str, list[str]], base_seed: int) -> list[dict]:
+    """One poem per title, all decoded in one batch; a TangpoemError when the model cannot take one."""
+    from tangpoem.errors import TangpoemError
+    from tangpoem.generation import GenerationConfig, Poet
+
+    poet = Poet.load(ckpt)
+    # untitled=1: a model that cannot read titles writes without one, shown under the drawn title all the same
+    # (so that an older model is read beside the titled one on one sheet)
+    options = dict(options)
+    untitled = bool(options.pop("untitled", False))
+    requests, shown = [], []
+    for i, form in enumerate(FORMS):
+        for j, title in enumerate(titles[form]):
+            # poem j gets the seed it would as the j-th of num_poems: seeds still differ between sources
+            settings = {"form": form, "seed": base_seed + 1000 * i + j, **options, "num_poems": 1,
+                        "title": "" if untitled else title}  # fmt: skip
+            requests.append(GenerationConfig(**settings))
+            shown.append(title)
+    results = poet.write_batch(requests)
+    for result in results:
+        if isinstance(result, TangpoemError):
+            raise TangpoemError(f"source {name}: {result}")
+    return [{"source": name, "title": t, "text": r[0].text} for t, r in zip(shown, results, strict=True)]
+
+
+def sheet_text(items: list[dict[str, str]], titled: bool) -> str:
+    """The numbered poems; with titles, a heading per poem with its title."""
+    sheet = ["# Poems", ""]
+    for i, item in enumerate(items, 1):
+        sheet += [f"### {i}  《{item['title']}》", item["text"], ""] if titled else [f"{i}. {item['text']}"]
+    return "\n".join(sheet).rstrip("\n") + "\n"
+
+
+# ---------------------------------------------------------------- score
 
 
 def score(args: argparse.Namespace) -> int:
-    from tangpoem.prosody import check_poem
-
     out = Path(args.dir)
     key = json.loads((out / "key.json").read_text(encoding="utf-8"))["key"]
-    scores = json.loads(Path(args.scores or out / "scores.json").read_text(encoding="utf-8"))
-    missing = sorted(set(key) - set(scores), key=int)
-    if missing:
-        print(f"scores.json lacks poems {', '.join(missing)}", file=sys.stderr)
-        return 2
+    paths = [Path(p) for p in args.scores or [out / "scores.json"]]
+    readers = []
+    for path in paths:
+        scores = json.loads(path.read_text(encoding="utf-8"))
+        missing = sorted(set(key) - set(scores), key=int)
+        if missing:
+            print(f"{path} lacks poems {', '.join(missing)}", file=sys.stderr)
+            return 2
+        readers.append(scores)
     by_source: dict[str, list[str]] = {}
     for poem_id, entry in key.items():
         by_source.setdefault(entry["source"], []).append(poem_id)
-    head = f"{'source':24} {'n':>3} " + " ".join(f"{c:>10}" for c in CRITERIA)
-    print(head + f" {'mean':>6} {'human?':>7} {'rhyme':>6} {'rules':>6}")
-    for source, ids in by_source.items():
-        means = [statistics.mean(float(scores[i][c]) for i in ids) for c in CRITERIA]
-        human = statistics.mean(bool(scores[i].get("human")) for i in ids)
-        checks = [check_poem(key[i]["text"]) for i in ids]
-        rhyme = statistics.mean(c.rhyme for c in checks)
-        rules = statistics.mean(c.all_ok for c in checks)
-        cells = " ".join(f"{m:10.2f}" for m in means)
-        print(f"{source:24} {len(ids):3d} {cells} {statistics.mean(means):6.2f} {human:7.0%} {rhyme:6.0%} {rules:6.0%}")
+    prosody = {source: prosody_shares([key[i]["text"] for i in ids]) for source, ids in by_source.items()}
+    fits = any("fits_title" in entry for scores in readers for entry in scores.values())
+    tables = [{source: reader_figures(scores, ids) for source, ids in by_source.items()} for scores in readers]
+    if len(tables) == 1:  # one reader: the table alone, as before several were read
+        print_table(tables[0], by_source, prosody, fits)
+        return 0
+    for n, (path, table) in enumerate(zip(paths, tables, strict=True), 1):
+        print(f"reader {n}: {path}")
+        print_table(table, by_source, prosody, fits)
+        print()
+    print(f"mean over {len(tables)} readers")
+    print_table(mean_table(tables), by_source, prosody, fits)
     return 0
+
+
+def yes(value: Any) -> bool:
+    """A reader's yes/no answer: true/false as asked, but "yes"/"no" too (bool("no") would be True)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("yes", "true", "y")
+    return bool(value)
+
+
+def reader_figures(scores: dict, ids: list[str]) -> dict[str, float | None]:
+    """One reader's figures for one source's poems: each criterion's mean, their mean, the share taken
+    for human, and the share judged to fit the title (None when no poem was asked about it)."""
+    figures: dict[str, float | None] = {c: statistics.mean(float(scores[i][c]) for i in ids) for c in CRITERIA}
+    figures["mean"] = statistics.mean(figures[c] for c in CRITERIA)
+    figures["human"] = statistics.mean(yes(scores[i].get("human")) for i in ids)
+    judged = [yes(scores[i]["fits_title"]) for i in ids if "fits_title" in scores[i]]
+    figures["fits"] = statistics.mean(judged) if judged else None
+    return figures
+
+
+def mean_table(tables: list[dict[str, dict[str, float | None]]]) -> dict[str, dict[str, float | None]]:
+    """Each figure's mean over the readers that gave it (every reader scored the same poems)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for source, figures in tables[0].items():
+        out[source] = {}
+        for name in figures:
+            given = [t[source][name] for t in tables if t[source][name] is not None]
+            out[source][name] = statistics.mean(given) if given else None
+    return out
+
+
+def prosody_shares(texts: list[str]) -> tuple[float, float]:
+    """The share of poems that rhyme, and of those keeping every tone rule: the reader plays no part."""
+    from tangpoem.prosody import check_poem
+
+    checks = [check_poem(t) for t in texts]
+    return statistics.mean(c.rhyme for c in checks), statistics.mean(c.all_ok for c in checks)
+
+
+def print_table(table: dict, by_source: dict[str, list[str]], prosody: dict, fits: bool) -> None:
+    head = f"{'source':24} {'n':>3} " + " ".join(f"{c:>10}" for c in CRITERIA)
+    print(head + f" {'mean':>6} {'human?':>7}" + (f" {'fits?':>7}" if fits else "") + f" {'rhyme':>6} {'rules':>6}")
+    for source, ids in by_source.items():
+        f = table[source]
+        cells = " ".join(f"{f[c]:10.2f}" for c in CRITERIA)
+        fit = (f" {f['fits']:7.0%}" if f["fits"] is not None else f" {'-':>7}") if fits else ""
+        rhyme, rules = prosody[source]
+        print(f"{source:24} {len(ids):3d} {cells} {f['mean']:6.2f} {f['human']:7.0%}{fit} {rhyme:6.0%} {rules:6.0%}")
 
 
 def main() -> int:
@@ -136,9 +334,12 @@ def main() -> int:
     m.add_argument("--per-source", type=int, default=8)
     m.add_argument("--seed", type=int, default=2026)
     m.add_argument("--source", action="append", required=True)
+    titles_help = "show each poem under a title; generated sources write to held-out Tang titles (format-2 npz)"
+    m.add_argument("--titles", action="store_true", help=titles_help)
     s = sub.add_parser("score")
     s.add_argument("dir")
-    s.add_argument("--scores", help="a reader's scores (default: DIR/scores.json)")
+    scores_help = "a reader's scores, repeatable: one table per reader, then their mean (default: DIR/scores.json)"
+    s.add_argument("--scores", action="append", help=scores_help)
     args = parser.parse_args()
     return make(args) if args.command == "make" else score(args)
 

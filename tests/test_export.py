@@ -1,4 +1,5 @@
-"""The three ways of running the network's step give the same logits as the eager Paddle model."""
+"""The three ways of running the network's step give the same logits as the eager Paddle model, with the
+full softmax and with the adaptive one (log-probabilities over the whole vocabulary)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,23 @@ from tangpoem.generation.steps import EagerStep, NumpyStep
 from .test_generate import VOCAB
 
 
-@pytest.fixture(scope="module")
-def ckpt_path(tmp_path_factory) -> str:
+@pytest.fixture(scope="module", params=["full", "adaptive"])
+def ckpt_path(request, tmp_path_factory) -> str:
     import paddle
 
     from tangpoem.checkpoint import save_checkpoint
     from tangpoem.model import ModelConfig, PoetryModel
 
     paddle.seed(2)
-    model = PoetryModel(ModelConfig(len(VOCAB), embedding_dim=24, hidden_dim=40, num_layers=3))
-    # Random biases too, so a mistake in the gate order or bias handling cannot hide behind zeros.
-    model.set_state_dict({k: paddle.randn(v.shape) * 0.5 for k, v in model.state_dict().items()})
+    cutoffs = [len(VOCAB) // 8, len(VOCAB) // 2] if request.param == "adaptive" else []
+    model = PoetryModel(ModelConfig(len(VOCAB), embedding_dim=24, hidden_dim=40, num_layers=3, output_cutoffs=cutoffs))
+    # Random biases too, so a mistake in the gate order or bias handling cannot hide behind zeros; a shuffled
+    # frequency order, so a mistake in mapping ranks back to ids cannot hide behind the identity.
+    model.set_state_dict(
+        {k: paddle.randn(v.shape) * 0.5 for k, v in model.state_dict().items() if v.dtype != paddle.int64}
+    )
+    if cutoffs:
+        model.adaptive.set_ranks(paddle.to_tensor(np.random.default_rng(1).permutation(len(VOCAB))))
     path = tmp_path_factory.mktemp("export") / "model.ckpt"
     save_checkpoint(path, model, VOCAB)
     return str(path)
