@@ -44,7 +44,8 @@ class AdaptiveOutput(nn.Layer):
         head = F.log_softmax(self.head(hidden), axis=-1)
         parts = [head[:, : self.shortlist]]
         for k in range(len(self.bounds)):  # not zip(..., strict=True): paddle.jit.to_static cannot convert it
-            parts.append(F.log_softmax(self.tail_out[k](self.tail_proj[k](hidden)), axis=-1) + head[:, self.shortlist + k].unsqueeze(-1))
+            cluster = F.log_softmax(self.tail_out[k](self.tail_proj[k](hidden)), axis=-1)
+            parts.append(cluster + head[:, self.shortlist + k].unsqueeze(-1))
         by_rank = paddle.concat(parts, axis=-1)
         # index_select, not gather(axis=1): on Paddle 2.6.2 the latter's gradient is wrong at this size
         return paddle.index_select(by_rank, self.rank, axis=1)
