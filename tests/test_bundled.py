@@ -21,31 +21,70 @@ def poet() -> Poet:
     return Poet.load("bundled")
 
 
+PREVIOUS_HELDOUT = 4.4722  # the model it replaced, on the same Tang held-out poems (float32)
+
+
 def test_the_bundled_model_carries_its_record(bundled):
     record = bundled.meta["bundled"]
-    for key in ("recipe", "commit", "steps", "minutes", "machine", "corpus", "vocab_size", "heldout", "storage"):
-        assert record.get(key) not in (None, "", {}), key
+    for key in ("recipe", "commit", "steps", "minutes", "machine", "corpus", "vocab_size", "heldout", "storage",
+                "heldout_report", "invocations", "curve"):  # fmt: skip
+        assert record.get(key) not in (None, "", {}, []), key
+    # trained by its recipe within 3 CPU-hours, each invocation's minutes, steps and load recorded
+    assert record["minutes"] <= 180
+    assert sum(i["minutes"] for i in record["invocations"]) == pytest.approx(record["minutes"], abs=0.5)
+    assert record["invocations"][-1]["last_step"] == record["steps"]
+    assert all(len(i["load_1min"]) == 2 for i in record["invocations"])
+    assert record["curve"][-1][0] <= record["steps"] and record["curve"][-1][1] <= record["minutes"]
+    # better than the model it replaced on the Tang held-out poems, and better again given their titles
+    tang = record["heldout_report"]["tang"]
+    assert record["heldout"] == pytest.approx(tang["without_titles"], abs=1e-4) and record["heldout"] < PREVIOUS_HELDOUT
+    assert tang["with_titles"] < tang["without_titles"]
+    assert record["collections"] == ["tang", "song"] == bundled.meta["collections"]
     assert record["vocab_size"] == len(bundled.vocab) == bundled.model_config.vocab_size
     assert record["recipe"]["max_steps"] == record["steps"]  # trained to the end of its schedule
     assert record["storage"] in ("int8", "float16")
     assert record["heldout"] - record["heldout_float32"] < 0.01  # what the compact storage may cost
     assert BUNDLED.stat().st_size <= 16 * 1024 * 1024
-    # the weights come back as float32, the shape the metadata describes (checked by the loader)
-    assert bundled.weights and all(w.dtype.name == "float32" for w in bundled.weights.values())
+    # the weights come back as float32, the shape the metadata describes (checked by the loader); the adaptive
+    # softmax's frequency order stays int64
+    assert bundled.weights["adaptive.rank"].dtype.name == "int64"
+    floats = {k: w for k, w in bundled.weights.items() if k != "adaptive.rank"}
+    assert floats and all(w.dtype.name == "float32" for w in floats.values())
 
 
-def test_its_vocabulary_is_a_fresh_builds(bundled, built_corpus):
-    poems, _ = built_corpus
-    assert bundled.vocab == poems.ix2word
+@pytest.fixture(scope="module")
+def tang_and_song(corpus_tarball):
+    """What `python -m tangpoem.data build --collections tang,song` makes, the bundled model's data."""
+    from tangpoem.data import build_poems
+
+    poems, _ = build_poems(corpus_tarball, collections=("tang", "song"))
+    return poems
+
+
+def test_its_vocabulary_is_a_fresh_builds(bundled, tang_and_song):
+    assert bundled.vocab == tang_and_song.ix2word
 
 
 @pytest.mark.slow
-def test_its_heldout_cross_entropy_is_the_recorded_one(bundled, built_corpus):
-    from tangpoem.evaluate import heldout_batches, heldout_loss
+def test_its_heldout_figures_are_the_recorded_ones(bundled, tang_and_song):
+    from tangpoem.evaluate import heldout_report
 
-    poems, _ = built_corpus
-    nats, _ = heldout_loss(bundled.build_model(), heldout_batches(poems), poems.pad_id, poems.start_id)
-    assert nats == pytest.approx(bundled.meta["bundled"]["heldout"], abs=0.01)
+    report = heldout_report(bundled.build_model(), tang_and_song)
+    recorded = bundled.meta["bundled"]["heldout_report"]
+    for collection in ("tang", "song"):
+        for key in ("without_titles", "with_titles"):
+            assert report[collection][key] == pytest.approx(recorded[collection][key], abs=0.002), (collection, key)
+    assert report["tang"]["poems"] == 1135  # the Tang held-out split of every earlier model
+
+
+def test_it_writes_to_a_title(poet):
+    spring = poet.write(title="春夜喜雨", form="五律", num_poems=4, seed=1)
+    autumn = poet.write(title="秋夜送别", form="五律", num_poems=4, seed=1)
+    for poem in spring + autumn:
+        check_lines(poem, 5, 8)
+        check_rhyme(poem)
+    assert spring[0].title == "春夜喜雨"
+    assert [p.text for p in spring] != [p.text for p in autumn]
 
 
 @pytest.mark.parametrize("form", ["五绝", "七绝", "五律", "七律"])
