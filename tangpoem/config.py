@@ -87,6 +87,9 @@ class Config:
     )  # fmt: skip
     warmup_steps: int = _f(0, "raise the learning rate linearly from 0 over this many steps", 0, BIG)
     min_lr: float = _f(0.0, "the learning rate at the last step of a 'cosine' schedule", 0, 10.0)
+    schedule_start: int = _f(
+        0, "the step the learning-rate schedule starts from (warm-up, then to max_steps): a later stage's first", 0, BIG
+    )
     amp: bool = _f(False, "mixed precision (GPU only)")
     seed: int = _f(0, "random seed for shuffling, initialisation and sampling", 0, 2**31 - 1)
     num_threads: int = _f(0, "CPU threads (0: one per CPU this process may use)", 0, 1024)
@@ -94,6 +97,9 @@ class Config:
     max_minutes: float = _f(0.0, "stop after this many minutes, with a checkpoint (0: no limit)", 0, 1e7)
     resume: str = _f("", "'latest' or a checkpoint path to continue training from")
     eval_batches: int = _f(20, "held-out poems for the logged loss: this many batches' worth (0: all)", 0, BIG)
+    train_collections: str = _f(
+        "", "train on these collections only, comma-separated, e.g. tang (default: every one the data file holds)"
+    )
     title_dropout: float = _f(
         0.25, "share of training poems shown without their title (npz with titles), so one model writes both", 0, 1
     )
@@ -151,6 +157,7 @@ COMMANDS = {  # for the message that names the command a stray flag belongs to
         "lr_schedule",
         "warmup_steps",
         "min_lr",
+        "schedule_start",
         "amp",
         "seed",
         "num_threads",
@@ -158,6 +165,7 @@ COMMANDS = {  # for the message that names the command a stray flag belongs to
         "max_minutes",
         "resume",
         "eval_batches",
+        "train_collections",
         "title_dropout",
         "log_dir",
     ),  # fmt: skip

@@ -10,7 +10,7 @@ loss leaves out). A share of the training poems (`title_dropout`) is shown witho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import paddle
@@ -61,13 +61,19 @@ class PoemRows:
 class PoemDataset(paddle.io.Dataset):
     """(input, target) = (row[:-1], row[1:]) over one split, as the tutorial slices them; with titles,
     the rows of `PoemRows`, a poem's title left out with probability title_dropout (a draw of its own for
-    each (seed, epoch, poem), so a resumed run sees what an uninterrupted one would)."""
+    each (seed, epoch, poem), so a resumed run sees what an uninterrupted one would). collections: the
+    indices (into poems.collection_names) of the collections to keep, None for all."""
 
-    def __init__(self, poems: PoemData, split: str = "train", title_dropout: float = 0.0, seed: int = 0):
+    def __init__(
+        self, poems: PoemData, split: str = "train", title_dropout: float = 0.0, seed: int = 0,
+        collections: Sequence[int] | None = None,
+    ):  # fmt: skip
         super().__init__()
         if split not in ("train", "heldout", "all"):
             raise ValueError(f"split must be train, heldout or all, not {split!r}")
         keep = {"train": ~poems.heldout, "heldout": poems.heldout, "all": np.ones_like(poems.heldout)}[split]
+        if collections is not None:
+            keep = keep & np.isin(poems.collection_of_rows(), list(collections))
         self.index = np.flatnonzero(keep)
         self.rows = PoemRows(poems)
         self.title_dropout, self.seed, self.epoch = title_dropout, seed, 0
@@ -179,12 +185,14 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     title_dropout: float = 0.0,
+    collections: Sequence[int] | None = None,
 ):
-    """A paddle.io.DataLoader over one split; returns (loader, sampler) so callers can set the epoch (of
-    both: `loader.dataset.set_epoch` draws which poems go without their titles)."""
+    """A paddle.io.DataLoader over one split (of some collections, None: all); returns (loader, sampler) so
+    callers can set the epoch (of both: `loader.dataset.set_epoch` draws which poems go without their
+    titles)."""
     if batching not in ("bucket", "padded"):
         raise TangpoemError(f"batching must be 'bucket' or 'padded', not '{batching}'")
-    dataset = PoemDataset(poems, split, title_dropout, seed)
+    dataset = PoemDataset(poems, split, title_dropout, seed, collections)
     if len(dataset) == 0:
         raise TangpoemError(f"the {split} split of {poems.path or 'the data'} is empty")
     bucket = batching == "bucket"

@@ -36,7 +36,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,16 +65,16 @@ MIN_COPIED = 5  # shorter clauses (三字句) recur in real poems by chance
 
 def heldout_batches(
     poems: PoemData, max_poems: int = 0, batch_size: int = EVAL_BATCH_SIZE, seed: int = 0, titles: bool = True,
-    collection: int | None = None,
+    collections: Sequence[int] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """(inputs, targets) of the held-out poems (of one collection, or all; a random max_poems of them, 0:
+    """(inputs, targets) of the held-out poems (of some collections, None: all; a random max_poems of them, 0:
     all), grouped by exact length so that every poem starts at <START> from the zero state, as the
     generator reads it. titles: with their titles, as `dataset.PoemRows` lays them out (an npz with
     titles), else without; the body's characters, which alone are scored, are the same either way.
 
     (The npz pads in front; a poem behind padding would be scored from another state.)
     """
-    keep = poems.heldout if collection is None else poems.heldout & (poems.collection_of_rows() == collection)
+    keep = poems.heldout if collections is None else poems.heldout & np.isin(poems.collection_of_rows(), collections)
     index = np.flatnonzero(keep)
     if max_poems and max_poems < len(index):
         index = np.sort(np.random.default_rng(seed).choice(index, max_poems, replace=False))
@@ -117,7 +117,7 @@ def heldout_report(model: PoetryModel, poems: PoemData) -> dict[str, dict[str, f
     for c, name in enumerate(poems.collection_names):
         entry: dict[str, float | int] = {}
         for titles in (False, True) if titled else (False,):
-            batches = heldout_batches(poems, titles=titles, collection=c)
+            batches = heldout_batches(poems, titles=titles, collections=[c])
             nats, count = heldout_loss(model, batches, poems.pad_id, poems.start_id)
             entry.update(poems=sum(len(x) for x, _ in batches), characters=count)
             entry["with_titles" if titles else "without_titles"] = round(nats, 6)

@@ -25,6 +25,12 @@ step) (`seed_step`); so with a fixed `--seed` a stopped-and-resumed run ends wit
 uninterrupted one. The learning rate is a function of
 the step alone (`learning_rate`), so a resumed run continues on the same curve.
 
+Stages: a resume may go on with other poems (`--train-collections tang`: of a Tang + Song file, the Tang
+poems alone, for training and for the logged held-out loss) and a schedule of its own (`--schedule-start S`:
+the warm-up and the cosine count from step S). Resuming onto other collections starts a fresh epoch of
+them, since the stopped epoch's batches were of the other poems; each invocation's record names its
+collections.
+
 `--max-steps` counts global steps (a resumed run continues to the same total, where a cosine schedule
 ends); `--max-minutes` counts this invocation's time. Exit status: 0 when training finished or stopped
 at a limit, 130 when stopped by SIGINT or SIGTERM (after the checkpoint is written), 2 on bad input.
@@ -152,10 +158,12 @@ def clip_grad_norm(parameters: list, max_norm: float) -> float:
 
 def learning_rate(cfg: Config, step: int, total_steps: int) -> float:
     """The learning rate of optimizer step `step` (0-based): a linear warm-up, then cfg.lr ('constant')
-    or a cosine from cfg.lr down to cfg.min_lr at total_steps ('cosine'). A function of the step alone,
-    so a resumed run continues on the same curve."""
+    or a cosine from cfg.lr down to cfg.min_lr at total_steps ('cosine'), both counted from
+    cfg.schedule_start (a later stage of a run starts its own schedule there). A function of the step
+    alone, so a resumed run continues on the same curve."""
+    step, total_steps = step - cfg.schedule_start, total_steps - cfg.schedule_start  # a later stage's own curve
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+        return cfg.lr * (max(step, 0) + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return cfg.lr
     progress = min((step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1), 1.0)
@@ -300,7 +308,7 @@ def _check_resumable(ckpt, cfg: Config, poems: PoemData, mcfg: ModelConfig, worl
             f"{ckpt.path} holds a network {ckpt.model_config.to_dict()}, the config asks for {mcfg.to_dict()}; "
             "resume with the checkpoint's network settings"
         )
-    if ckpt.meta.get("step_in_epoch", 0):
+    if ckpt.meta.get("step_in_epoch", 0) and not _new_stage(ckpt, cfg):
         old = ckpt.meta.get("config", {})
         changed = [k for k in BATCH_ORDER_FIELDS if k in old and old[k] != getattr(cfg, k)]
         if ckpt.meta.get("world_size", 1) != world_size:
@@ -310,6 +318,26 @@ def _check_resumable(ckpt, cfg: Config, poems: PoemData, mcfg: ModelConfig, worl
                 f"{ckpt.path} stopped inside an epoch; resuming it needs the same {', '.join(changed)} "
                 "(or resume from an epoch checkpoint)"
             )
+
+
+def _new_stage(ckpt, cfg: Config) -> bool:
+    """Whether this resume trains on other collections than the checkpoint did: a new stage, which starts
+    a fresh epoch over its own poems."""
+    return ckpt.meta.get("config", {}).get("train_collections", "") != cfg.train_collections
+
+
+def _collection_indices(poems: PoemData, names: str) -> list[int] | None:
+    """--train-collections as indices into the data file's collections (None: all of them)."""
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    if not wanted:
+        return None
+    unknown = [name for name in wanted if name not in poems.collection_names]
+    if unknown:
+        raise TangpoemError(
+            f"--train-collections {names}: {poems.path or 'the data file'} holds no {', '.join(unknown)}; "
+            f"give some of {','.join(poems.collection_names)}"
+        )
+    return [poems.collection_names.index(name) for name in wanted]
 
 
 def _check_prefix_names_files(prefix: str) -> None:
@@ -398,13 +426,18 @@ class Run:
         self.rank, self.world_size = _distributed()
         self.main_rank = self.rank == 0
         self.poems = poems = load_npz(cfg.data_path)
-        trained = np.unique(poems.collection_of_rows()[~poems.heldout])
-        self.collections = [poems.collection_names[int(c)] for c in trained]
+        self.stage_collections = _collection_indices(poems, cfg.train_collections)  # this stage's poems
+        rows = poems.collection_of_rows()[~poems.heldout]
+        trained = np.unique(rows if self.stage_collections is None else rows[np.isin(rows, self.stage_collections)])
         mcfg = model_config(cfg, poems.vocab_size)
         ckpt = None
         if cfg.resume:
             ckpt = load_checkpoint(_resume_path(cfg))
             _check_resumable(ckpt, cfg, poems, mcfg, self.world_size)
+        # the styles the model has read, over every stage: `generate --style` checks them
+        earlier = ckpt.meta.get("collections", []) if ckpt else []
+        self.collections = [name for name in poems.collection_names
+                            if name in earlier or poems.collection_names.index(name) in trained]  # fmt: skip
         self.run_id = ckpt.meta.get("run", "") if ckpt else uuid.uuid4().hex[:12]
         self.seconds_before = float(ckpt.meta.get("train_seconds", 0.0)) if ckpt else 0.0  # earlier invocations'
         self.started = time.monotonic()
@@ -413,7 +446,11 @@ class Run:
         # the machine's load (a busy machine explains a slow run), and the held-out loss at every log
         self.invocations = list(ckpt.meta.get("invocations", [])) if ckpt else []
         self.curve = list(ckpt.meta.get("curve", [])) if ckpt else []
-        self.this_invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_1min": []}
+        self.this_invocation = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_1min": [],
+            "collections": [poems.collection_names[int(c)] for c in trained],  # trained on and held out from
+        }
         if self.main_rank:
             _check_prefix_names_files(cfg.model_prefix)
             writable_folder(Path(cfg.model_prefix).parent, "checkpoint")
@@ -432,17 +469,20 @@ class Run:
         self.epoch = self.step_in_epoch = self.global_step = 0
         if ckpt is not None:
             self._resume(ckpt)
+            if _new_stage(ckpt, cfg) and self.step_in_epoch:
+                self.step_in_epoch = 0  # the stopped epoch's batches were of the other poems
         self.first_step = self.global_step
 
         loss_layer = _LossLayer(self.model, cfg.mask_padding, poems.pad_id, poems.start_id)
         self.trainer = paddle.DataParallel(loss_layer) if self.world_size > 1 else loss_layer
         self.loader, self.sampler = make_loader(
             poems, "train", cfg.batch_size, cfg.batching, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
-            title_dropout=cfg.title_dropout,
+            title_dropout=cfg.title_dropout, collections=self.stage_collections,
         )  # fmt: skip
         self.total_steps = cfg.max_steps or cfg.epoch * len(self.sampler)  # where a 'cosine' schedule ends
         # the same random held-out poems at every log, eval_batches batches' worth (0: all)
-        self.heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed)
+        self.heldout = heldout_batches(poems, cfg.eval_batches * cfg.batch_size, max(cfg.batch_size, 32), cfg.seed,
+                                       collections=self.stage_collections)  # fmt: skip
         self.logger = _Logger(cfg) if self.main_rank else None
         self.result = TrainResult(checkpoint=ckpt.path if ckpt else "", global_step=self.global_step)
         self.deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
