@@ -320,6 +320,18 @@ def _check_resumable(ckpt, cfg: Config, poems: PoemData, mcfg: ModelConfig, worl
             )
 
 
+def _check_schedule_starts_behind(cfg: Config, ckpt) -> None:
+    """A stage's schedule starts where the run is or before: one that starts ahead would train at a warm-up's
+    first tiny rates until it got there."""
+    step = int(ckpt.meta.get("global_step", 0)) if ckpt else 0
+    if cfg.schedule_start > step:
+        where = f"{ckpt.path} is at step {step}" if ckpt else "a new run starts at step 0"
+        raise TangpoemError(
+            f"--schedule-start {cfg.schedule_start}: {where}; a later stage goes on from the end of the one "
+            "before it (finish that one first, e.g. `-c bundled --resume latest` before `-c bundled-tang`)"
+        )
+
+
 def _new_stage(ckpt, cfg: Config) -> bool:
     """Whether this resume trains on other collections than the checkpoint did: a new stage, which starts
     a fresh epoch over its own poems."""
@@ -434,6 +446,7 @@ class Run:
         if cfg.resume:
             ckpt = load_checkpoint(_resume_path(cfg))
             _check_resumable(ckpt, cfg, poems, mcfg, self.world_size)
+        _check_schedule_starts_behind(cfg, ckpt)
         # the styles the model has read, over every stage: `generate --style` checks them
         earlier = ckpt.meta.get("collections", []) if ckpt else []
         self.collections = [name for name in poems.collection_names

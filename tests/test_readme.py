@@ -27,6 +27,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))  # their commands run too, each page
 README_MAX_LINES = 260  # a user's guide; measurements and details live in docs/ and benchmarks/README.md
 TINY = ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "16",
         "--max-steps", "2", "--no-use-gpu", "--no-amp", "--plot-every", "1000000", "--epoch", "1"]  # fmt: skip
+LATER_STAGES = {"bundled-tang": "bundled"}  # a config that resumes another's run, and that config
 SKIPPED = [
     "scripts/quickstart.sh",  # run by hand for each release: it trains for 15 minutes
     "scripts/test.sh",  # this very test suite
@@ -91,11 +92,13 @@ def to_argv(command: str, ckpt: str, corpus: Path) -> tuple[str, list[str]]:
             for i, a in enumerate(args)]  # fmt: skip
     # every --source (the downloaded tarball, a clone) is the test corpus: absolute, so any folder works
     args = [str(corpus) if i and args[i - 1] == "--source" else a for i, a in enumerate(args)]
-    if module == "tangpoem.train" and "--model-prefix" not in args:  # one run per config, as a user's
-        config = args[args.index("-c") + 1] if "-c" in args else "default"
-        args += ["--model-prefix", f"work/checkpoints/readme-{config}"]
     if module == "tangpoem.train":
+        config = args[args.index("-c") + 1] if "-c" in args else "default"
+        if "--model-prefix" not in args:  # one run per config, as a user's
+            args += ["--model-prefix", f"work/checkpoints/readme-{LATER_STAGES.get(config, config)}"]
         args += TINY
+        if config in LATER_STAGES:  # goes on from the tiny run of the stage before it, as a user's from theirs
+            args += ["--schedule-start", "2", "--max-steps", "4"]
     return module, args
 
 

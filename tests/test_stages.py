@@ -105,3 +105,13 @@ def test_an_unknown_collection_is_one_line_naming_those_the_data_holds(tangsong_
     assert main([*args, "--train-collections", "yuan"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "holds no yuan" in err and "tang,song" in err
+
+
+def test_a_stage_whose_schedule_starts_ahead_of_the_run_is_refused(tangsong_npz, tmp_path, capsys):
+    run_training(tiny_config(tangsong_npz, tmp_path / "m", max_steps=5))
+    capsys.readouterr()
+    args = ["--data-path", str(tangsong_npz), "--model-prefix", str(tmp_path / "m"), "--no-use-gpu"]
+    args += ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "32"]
+    assert main([*args, "--resume", "latest", "--train-collections", "tang", "--schedule-start", "19000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--schedule-start 19000" in err and "is at step 5" in err
