@@ -21,7 +21,7 @@ def poet() -> Poet:
     return Poet.load("bundled")
 
 
-PREVIOUS_HELDOUT = 4.4722  # the model it replaced, on the same Tang held-out poems (float32)
+PREVIOUS_HELDOUT = 4.4458  # the model it replaced (its first stage alone), on the same Tang held-out poems
 
 
 def test_the_bundled_model_carries_its_record(bundled):
@@ -34,7 +34,8 @@ def test_the_bundled_model_carries_its_record(bundled):
     assert sum(i["minutes"] for i in record["invocations"]) == pytest.approx(record["minutes"], abs=0.5)
     assert record["invocations"][-1]["last_step"] == record["steps"]
     assert all(len(i["load_1min"]) == 2 for i in record["invocations"])
-    assert record["curve"][-1][0] <= record["steps"] and record["curve"][-1][1] <= record["minutes"]
+    # (the record's minutes are rounded to 0.1, the curve's to 0.01)
+    assert record["curve"][-1][0] <= record["steps"] and record["curve"][-1][1] <= record["minutes"] + 0.05
     # better than the model it replaced on the Tang held-out poems, and better again given their titles
     tang = record["heldout_report"]["tang"]
     assert record["heldout"] == pytest.approx(tang["without_titles"], abs=1e-4) and record["heldout"] < PREVIOUS_HELDOUT
@@ -42,6 +43,9 @@ def test_the_bundled_model_carries_its_record(bundled):
     assert record["collections"] == ["tang", "song"] == bundled.meta["collections"]
     assert record["vocab_size"] == len(bundled.vocab) == bundled.model_config.vocab_size
     assert record["recipe"]["max_steps"] == record["steps"]  # trained to the end of its schedule
+    # in two stages: Tang and Song, then the Tang poems alone (configs/bundled.toml, configs/bundled-tang.toml)
+    assert record["recipe"]["train_collections"] == "tang" and record["invocations"][-1]["collections"] == ["tang"]
+    assert record["recipe"]["schedule_start"] == record["invocations"][-1]["first_step"] > 0
     assert record["storage"] in ("int8", "float16")
     assert record["heldout"] - record["heldout_float32"] < 0.01  # what the compact storage may cost
     assert BUNDLED.stat().st_size <= 16 * 1024 * 1024
