@@ -11,10 +11,12 @@ one `Run` object.
 Checkpoints (`tangpoem.checkpoint`: safetensors weights + JSON, and `PATH.trainer` for resuming):
 - `{model_prefix}.{N}` after epoch N is complete (1-based, as the tutorial's `model.params.N`);
 - `{model_prefix}.step{S}` when training stops inside an epoch: `--max-steps`, `--max-minutes`,
-  Ctrl-C (SIGINT) or SIGTERM. S is the global step. Each stop writes a new file and only then deletes
-  the run's step checkpoints older than its two newest (`KEEP_STEP_CHECKPOINTS`; epoch checkpoints are
-  all kept), so an interrupted save always leaves the previous checkpoint; only files whose metadata
-  shows them to be this run's step checkpoints are ever deleted.
+  Ctrl-C (SIGINT), SIGTERM, or an error (raised again once the checkpoint is written; none is written
+  when the error came inside the optimizer's update, whose weights are no step's). S is the global step.
+  Each stop writes a new file and only then deletes the run's step checkpoints older than its two newest
+  (`KEEP_STEP_CHECKPOINTS`; epoch checkpoints are all kept), so an interrupted save always leaves the
+  previous checkpoint; only files whose metadata shows them to be this run's step checkpoints are ever
+  deleted.
 The metadata holds `epoch` (epochs completed), `step_in_epoch` (batches done in the next one),
 `global_step`, `world_size`, `run` (an id the run keeps across resumes) and the whole training config;
 the trainer state holds the optimizer's state and the AMP scaler's. `--resume latest`
@@ -484,7 +486,8 @@ class Run:
             self._resume(ckpt)
             if _new_stage(ckpt, cfg) and self.step_in_epoch:
                 self.step_in_epoch = 0  # the stopped epoch's batches were of the other poems
-        self.first_step = self.global_step
+        self.first_step = self.saved_step = self.global_step
+        self.updating = False
 
         loss_layer = _LossLayer(self.model, cfg.mask_padding, poems.pad_id, poems.start_id)
         self.trainer = paddle.DataParallel(loss_layer) if self.world_size > 1 else loss_layer
@@ -542,6 +545,7 @@ class Run:
         if self.world_size > 1:
             _average_gradients(self.model.parameters(), self.world_size)
         self.optimizer.set_lr(learning_rate(cfg, self.global_step, self.total_steps))
+        self.updating = True  # from here to the step count the weights are half of one step, half of the next
         if scaler is not None:
             scaler.step(self.optimizer)
             scaler.update()
@@ -551,6 +555,7 @@ class Run:
             self.optimizer.step()
         self.optimizer.clear_grad()
         self.global_step += 1
+        self.updating = False
         self.step_in_epoch += 1
         value, n = loss.item(), int(count.item())
         self.result.losses.append(value)
@@ -645,6 +650,23 @@ class Run:
             save_checkpoint(path, self.model, self.poems.ix2word, meta, trainer_state)
             _remove_older_step_checkpoints(self.cfg.model_prefix, self.run_id, path)
         self.result.checkpoint = path
+        self.saved_step = self.global_step
+
+    def save_after_error(self) -> None:
+        """An error that ends the run (a bug in logging, a full disk, an unreadable batch) keeps the steps it
+        made: a step checkpoint, unless the error came in the middle of the optimizer's update (the weights
+        are then no step's) or nothing was trained since the last checkpoint."""
+        if not self.main_rank or self.updating or self.global_step == self.saved_step:
+            return
+        self.bar.close()
+        path = f"{self.cfg.model_prefix}.step{self.global_step}"
+        try:
+            self.save(path)
+        except Exception as err:  # noqa: BLE001 - the error that ended the run is the one to raise
+            print(f"error at step {self.global_step}; no checkpoint could be written ({err})", file=sys.stderr)
+            return
+        print(f"error at step {self.global_step}; checkpoint: {path} (--resume latest goes on from it)",
+              file=sys.stderr)  # fmt: skip
 
     def _invocation_record(self) -> dict[str, Any]:
         self._note_load()
@@ -677,13 +699,17 @@ def run_training(cfg: Config) -> TrainResult:
         run = Run(cfg)
         if cfg.max_steps and run.global_step >= cfg.max_steps:
             run.result.stopped_by = "max_steps"
-        while run.epoch < cfg.epoch and not run.result.stopped_by:
-            for inputs, targets in run.batches():
-                run.train_step(inputs, targets)
-                run.log_progress()
-                if run.stop_reason(stop):
-                    break
-            run.end_epoch()
+        try:
+            while run.epoch < cfg.epoch and not run.result.stopped_by:
+                for inputs, targets in run.batches():
+                    run.train_step(inputs, targets)
+                    run.log_progress()
+                    if run.stop_reason(stop):
+                        break
+                run.end_epoch()
+        except Exception:
+            run.save_after_error()
+            raise
         return run.finish()
 
 

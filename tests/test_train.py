@@ -234,6 +234,46 @@ def test_sigint_saves_a_resumable_checkpoint_and_exits_130(small_npz, tmp_path, 
     assert resumed.losses == pytest.approx(whole.losses[4:], rel=1e-5)
 
 
+def test_an_error_that_ends_the_run_keeps_its_steps(small_npz, tmp_path, monkeypatch, capsys):
+    """A bug beside the steps (here in what logs progress, as a half-edited generator once was) ends the run
+    with its error but keeps its work: a step checkpoint that resumes onto the uninterrupted run's curve."""
+    real_log = train_mod.Run.log_progress
+
+    def log_then_fail(self):
+        if self.global_step == 6:
+            raise RuntimeError("a bug in the sample poems")
+        real_log(self)
+
+    monkeypatch.setattr(train_mod.Run, "log_progress", log_then_fail)
+    cfg = tiny_config(small_npz, tmp_path / "m", max_steps=10)
+    with pytest.raises(RuntimeError, match="a bug in the sample poems"):
+        run_training(cfg)
+    assert f"error at step 6; checkpoint: {tmp_path / 'm'}.step6" in capsys.readouterr().err
+    assert latest_checkpoint(str(tmp_path / "m")) == f"{tmp_path / 'm'}.step6"
+    monkeypatch.undo()
+    resumed = run_to(cfg, resume="latest")
+    whole = run_training(tiny_config(small_npz, tmp_path / "whole", max_steps=10))
+    assert resumed.global_step == 10
+    assert resumed.losses == pytest.approx(whole.losses[6:], rel=1e-5)
+
+
+def test_an_error_inside_the_update_writes_no_half_stepped_checkpoint(small_npz, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real_clip = train_mod.clip_grad_norm
+
+    def clip_then_fail(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise MemoryError("out of memory in the update")
+        return real_clip(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "clip_grad_norm", clip_then_fail)
+    with pytest.raises(MemoryError):
+        run_training(tiny_config(small_npz, tmp_path / "m", grad_clip=1.0))
+    assert "error at step" not in capsys.readouterr().err
+    assert latest_checkpoint(str(tmp_path / "m")) is None
+
+
 def test_ctrl_c_while_the_run_sets_up_stops_after_its_first_step(small_npz, tmp_path, monkeypatch, capsys):
     """Loading the data and building the network take seconds on the real corpus: Ctrl-C then is not lost
     either, and not a traceback: the run stops after one step, with a checkpoint."""
