@@ -107,6 +107,9 @@ class Config:
 
     # --- generation ---
     title: str = _f("", "the poem's title; a model trained with titles writes to it (a few characters, e.g. 春夜喜雨)")
+    title_guidance: float = _f(
+        3.0, "how strongly the poem keeps to its title (classifier-free guidance; 1: the plain model)", 0, 10
+    )
     style: str = _f("tang", "write as the Tang or the Song poets (a model trained on both)", choices=("tang", "song"))
     acrostic: bool = _f(False, "start_words are head characters: line i starts with the i-th")
     template: str = _f("", "a poem with blanks (□ _ ＿) for the model to fill, e.g. 床前明月光，□□□□□。")
@@ -116,7 +119,7 @@ class Config:
     rhyme: bool | None = _f(None, "平水韵 rhyme: even lines end on one level rhyme group (default: on for forms)")
     tones: bool | None = _f(None, "the 平仄 patterns of regulated verse, 5- or 7-character lines (default: off)")
     pattern: str = _f("", "tone pattern with --tones: 平起入韵 平起不入韵 仄起入韵 仄起不入韵 (default: any)")
-    temperature: float = _f(0.8, "sampling temperature; 0 is greedy (the tutorial)", 0, 100)
+    temperature: float = _f(0.4, "sampling temperature; 0 is greedy (the tutorial)", 0, 100)
     top_k: int = _f(0, "sample from the k most likely characters (0: off)", 0, BIG)
     top_p: float = _f(0.9, "sample from the smallest set with this much probability (1: off)", 1e-9, 1)
     repetition_penalty: float = _f(1.0, "nats off the logit of characters the poem already has (0: off)", 0, 100)
@@ -136,9 +139,9 @@ FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()
 # and a flag of another command is refused with the name of the commands whose rows hold it
 MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout", "output_cutoffs")
 GENERATION = (
-    "model_path", "title", "style", "prefix_words", "start_words", "acrostic", "template", "form", "line_length",
-    "lines", "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
-    "candidates", "drafts", "num_poems", "max_gen_len", "seed", "num_threads",
+    "model_path", "title", "title_guidance", "style", "prefix_words", "start_words", "acrostic", "template", "form",
+    "line_length", "lines", "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty",
+    "repeat_guard", "candidates", "drafts", "num_poems", "max_gen_len", "seed", "num_threads",
 )  # fmt: skip
 COMMANDS = {  # for the message that names the command a stray flag belongs to
     "tangpoem.data build": ("data_path", "maxlen"),

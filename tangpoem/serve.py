@@ -166,6 +166,7 @@ class PoemRequest(BaseModel):
     _legacy: bool = PrivateAttr(False)  # sent in the deprecated names: errors name `text` and `mode`
 
     title: str = Field("", max_length=MAX_TITLE, description=FIELDS["title"].metadata["help"], examples=["春夜喜雨"])
+    title_guidance: float = Field(_default("title_guidance"), **_limits("title_guidance"))
     style: Literal["tang", "song"] = Field("tang", description=FIELDS["style"].metadata["help"])
     start_words: str = Field(
         "", max_length=MAX_TEXT, description="the opening words to go on from; with acrostic, the head characters",

@@ -16,6 +16,7 @@ STAGES = [
     {"dataset", "checkpoint", "loss"},
     {"export", "generation.request", "generation.shapes", "generation.sampling"},
     {"generation.rules", "generation.steps"},
+    {"generation.guidance"},
     {"generation.decoder"},
     {"generation.poet", "generation"},
     {"evaluate", "generate"},

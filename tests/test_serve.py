@@ -183,6 +183,7 @@ BAD = [  # (body, field, words the message must hold)
     ({"pattern": "平起入韵"}, "pattern", "tones"),
     ({"temperature": -1}, "temperature", "greater than or equal to 0"),
     ({"temperature": 101}, "temperature", "less than or equal to 100"),
+    ({"title_guidance": 11}, "title_guidance", "less than or equal to 10"),
     ({"temperature": "hot"}, "temperature", "number"),
     ({"top_p": 0}, "top_p", "greater than or equal to"),
     ({"top_k": -5}, "top_k", "greater than or equal to 0"),
@@ -498,7 +499,7 @@ def test_api_settings_gives_every_setting_its_default_and_limits(client):
     assert set(settings) == set(request) - {"mode", "text"}
     assert {"title", "style", "start_words", "acrostic", "template"} <= set(settings)
     assert (settings["num_poems"]["minimum"], settings["num_poems"]["maximum"]) == (1, CAPS["num_poems"])
-    assert settings["temperature"]["default"] == GenerationConfig().temperature == 0.8
+    assert settings["temperature"]["default"] == GenerationConfig().temperature == 0.4
     assert settings["temperature"]["maximum"] == 100 and settings["temperature"]["type"] == "number"
     assert settings["style"]["enum"] == ["tang", "song"] and settings["style"]["default"] == "tang"
     assert settings["form"]["enum"] == ["", *FORMS]

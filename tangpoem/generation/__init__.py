@@ -5,10 +5,11 @@
     rules.py     what may come next: the shape, given characters, 平水韵 rhyme and 平仄 tones
     sampling.py  temperature, top-k, top-p, repetition penalty; Gumbel-max draws; log-probabilities
     steps.py     the network, one token per call: numpy, eager Paddle, or Paddle Inference
+    guidance.py  title guidance: each poem decoded beside an untitled twin, the title's pull strengthened
     decoder.py   the loop: every poem of every request in one batch, drafts and candidates
     poet.py      Poet: a checkpoint's poems, the API the command line and the server use
 
-Data flows down this list's reverse: poet -> decoder -> rules/sampling/steps -> shapes -> prosody.
+Data flows down this list's reverse: poet -> decoder -> guidance -> rules/sampling/steps -> shapes -> prosody.
 """
 
 from tangpoem.generation.poet import Poem, Poet, normalise, split_poem

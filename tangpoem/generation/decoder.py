@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tangpoem.generation.guidance import GuidedStep
 from tangpoem.generation.request import GenerationConfig
 from tangpoem.generation.rules import PoemState, Rules
 from tangpoem.generation.sampling import log_probs, sample
@@ -54,6 +55,12 @@ class Job:
     seeds: list[int]  # one poem per seed
     opts: GenerationConfig
     constraints: list[Constraint] = field(default_factory=list)
+    untitled_prime: list[int] | None = None  # the prime without the title: guided toward it (title_guidance)
+
+    @property
+    def guidance(self) -> float:
+        """The guidance scale its rows decode with (1: none)."""
+        return self.opts.title_guidance if self.untitled_prime is not None else 1.0
 
     @property
     def widths(self) -> tuple[int, int]:
@@ -107,7 +114,14 @@ class _Batch:
                        for a in range(int(f), int(f) + job.rows, job.widths[1]) if job.widths[1] > 1]  # fmt: skip
         self.scores = _Scores(n)
         self.waiting = np.zeros(n, dtype=bool)  # drafts that closed their couplet, held until the others have
-        self.feed = _prime(step, jobs, self.first_row)
+        self.feed = _prime(step, [job.prime for job in jobs], self.first_row)
+        scales = np.concatenate([np.full(job.rows, job.guidance) for job in jobs])
+        # Guidance: every row gets an untitled twin (a job without guidance: its own prime, g = 1). The title
+        # comes before <SEP>, so both primes end alike and the loop's first feed serves the twins too.
+        if (scales != 1).any():
+            titled = step.get_state()
+            _prime(step, [job.untitled_prime or job.prime for job in jobs], self.first_row)
+            self.step = GuidedStep(step, scales, titled, step.get_state())
         self.pad = jobs[0].rules.c.pad
 
     @property
@@ -201,16 +215,16 @@ class _Batch:
         return out
 
 
-def _prime(step: Step, jobs: list[Job], first_row: np.ndarray) -> np.ndarray:
+def _prime(step: Step, primes: list[list[int]], first_row: np.ndarray) -> np.ndarray:
     """Feed every job's prime but its last token (their outputs are not needed); jobs that share a prime
     are fed together. Returns the tokens the first step of the loop feeds: each prime's last."""
     n = int(first_row[-1])
     feed = np.empty(n, dtype=np.int64)
     by_prime: dict[tuple[int, ...], list[int]] = {}
-    for j, job in enumerate(jobs):
+    for j, prime in enumerate(primes):
         rows = range(int(first_row[j]), int(first_row[j + 1]))
-        by_prime.setdefault(tuple(job.prime), []).extend(rows)
-        feed[list(rows)] = job.prime[-1]
+        by_prime.setdefault(tuple(prime), []).extend(rows)
+        feed[list(rows)] = prime[-1]
 
     def feed_prime(prime: tuple[int, ...], count: int) -> None:
         step.reset(count)

@@ -225,7 +225,10 @@ class Poet:
             )
             self._check_given(rules, given, text)
         seeds = [request.seed + i for i in range(request.num_poems)]
-        return Job(rules, prime, given, seeds, request)
+        untitled = None
+        if request.title.strip() and request.title_guidance != 1:
+            untitled = self.prime(replace(request, title=""))
+        return Job(rules, prime, given, seeds, request, untitled_prime=untitled)
 
     def prime(self, request: GenerationConfig) -> list[int]:
         """What the model reads before the poem, its outputs unused: <START>, then, for a model trained with

@@ -28,6 +28,7 @@ class GenerationConfig:
     template or acrostic of that shape included) and with tones; tones as TONES_BY_DEFAULT."""
 
     title: str = ""  # what the poem is about; needs a model trained with titles
+    title_guidance: float = Config.title_guidance  # > 1: keep closer to the title (guidance.py)
     style: str = "tang"  # "tang" or "song": the collection whose poems the model is to write like
     start_words: str = ""  # continuation: the opening words; with acrostic: the head characters
     acrostic: bool = False

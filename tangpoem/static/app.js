@@ -21,6 +21,7 @@
     acrostic: { label: "藏头" },
     template: { label: "模板" },
     title: { label: "标题" },
+    title_guidance: { label: "扣题", hint: "诗多贴着标题写；1：不加引导" },
     form: { label: "体裁", choices: { "": "自由" } },
     rhyme: { label: "押韵" },
     tones: { label: "平仄" },
