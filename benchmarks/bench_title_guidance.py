@@ -47,22 +47,8 @@ def tfidf(texts: list[str], idf: dict[str, float]) -> np.ndarray:
 
 def plain_nats(poet, titles: list[str], texts: list[str]) -> float:
     """Mean log-probability per character of each text under the unguided model given its title."""
-    from tangpoem.generation import GenerationConfig
-
-    total, count = 0.0, 0
-    for title, text in zip(titles, texts, strict=True):
-        prime = poet.prime(GenerationConfig(title=title))
-        tokens = poet.encode(text, "poem")
-        poet.step.reset(1)
-        for tok in prime[:-1]:
-            poet.step.step(np.array([tok]), [])
-        feed = prime[-1]
-        for tok in tokens:
-            logits = poet.step.step(np.array([feed]), [0])[0].astype(np.float64)
-            total += logits[tok] - (np.log(np.exp(logits - logits.max()).sum()) + logits.max())
-            count += 1
-            feed = tok
-    return total / count
+    scores = [poet.log_probs(text, title=title) for title, text in zip(titles, texts, strict=True)]
+    return float(np.concatenate(scores).mean())
 
 
 def main() -> int:

@@ -625,7 +625,12 @@ class Run:
             self.step_in_epoch = 0
             self.save(f"{self.cfg.model_prefix}.{self.epoch}")
         elif self.result.stopped_by:
-            self.save(f"{self.cfg.model_prefix}.step{self.global_step}")
+            self.save(self.step_checkpoint_path)
+
+    @property
+    def step_checkpoint_path(self) -> str:
+        """Where a stop inside an epoch (a limit, a signal, an error) saves."""
+        return f"{self.cfg.model_prefix}.step{self.global_step}"
 
     def save(self, path: str) -> None:
         if self.main_rank:
@@ -659,7 +664,7 @@ class Run:
         if not self.main_rank or self.updating or self.global_step == self.saved_step:
             return
         self.bar.close()
-        path = f"{self.cfg.model_prefix}.step{self.global_step}"
+        path = self.step_checkpoint_path
         try:
             self.save(path)
         except Exception as err:  # noqa: BLE001 - the error that ended the run is the one to raise

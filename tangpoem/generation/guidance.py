@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tangpoem.generation.steps import Step
+from tangpoem.generation.steps import Step, log_softmax
 
 
 class GuidedStep:
@@ -49,7 +49,9 @@ class GuidedStep:
             return out[:k]
         # rows at g = 1 (a request without guidance batched with one that has it) keep their logits as they
         # are, to the bit, so a batch still writes what each request writes alone
-        titled, untitled = _log_softmax(out[:k][guided]), _log_softmax(out[k:][guided])
+        # float32 copies (boolean indexing copies), as the numpy step's adaptive softmax computes them
+        titled = log_softmax(out[:k][guided].astype(np.float32))
+        untitled = log_softmax(out[k:][guided].astype(np.float32))
         titled -= untitled
         titled *= scales[guided]
         titled += untitled
@@ -69,11 +71,3 @@ class GuidedStep:
             np.concatenate([h[..., :half], h[..., half:]], axis=1),
             np.concatenate([c[..., :half], c[..., half:]], axis=1),
         )
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    """Per row, in float32 (an adaptive softmax's output is already one: this leaves it as it is)."""
-    x = x.astype(np.float32)
-    x -= x.max(axis=1, keepdims=True)
-    x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
-    return x

@@ -41,6 +41,13 @@ class Step(Protocol):
     def set_state(self, h: np.ndarray, c: np.ndarray) -> None: ...
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Per row, in place (z: a float array of its own), returned."""
+    z -= z.max(axis=1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z
+
+
 def numpy_output(ckpt: Checkpoint) -> Callable[[np.ndarray], np.ndarray]:
     """The output layer in numpy: hidden [rows, H] -> logits [rows, V] (log-probabilities for an adaptive
     softmax, as model.AdaptiveOutput computes them)."""
@@ -59,11 +66,6 @@ def numpy_output(ckpt: Checkpoint) -> Callable[[np.ndarray], np.ndarray]:
     head_w, head_b = np.ascontiguousarray(w["adaptive.head.weight"]), w["adaptive.head.bias"]
     tails = [(np.ascontiguousarray(w[f"adaptive.tail_proj.{k}.weight"] @ w[f"adaptive.tail_out.{k}.weight"]),
               w[f"adaptive.tail_out.{k}.bias"]) for k in range(len(cfg.clusters()))]  # fmt: skip
-
-    def log_softmax(z: np.ndarray) -> np.ndarray:
-        z -= z.max(axis=1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return z
 
     def adaptive(hidden: np.ndarray) -> np.ndarray:
         head = log_softmax(hidden @ head_w + head_b)
