@@ -313,6 +313,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path, config, vocab, weights, header)
 
 
+def has_trainer_state(path: str | Path) -> bool:
+    """Whether a checkpoint has the optimizer's state beside it (packed ones and the bundled model do not)."""
+    return os.path.isfile(str(path) + TRAINER_SUFFIX)
+
+
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     """The resume state beside a checkpoint (pickle: only load checkpoints you made)."""
     import paddle
@@ -365,7 +370,7 @@ def latest_checkpoint(model_prefix: str) -> str | None:
     """The resumable checkpoint PREFIX.* with the most training steps, or None."""
     best: tuple[int, float, str] | None = None
     for path, meta in prefix_checkpoints(model_prefix):
-        if not Path(path + TRAINER_SUFFIX).is_file():
+        if not has_trainer_state(path):
             continue
         key = (int(meta.get("global_step", -1)), Path(path).stat().st_mtime, path)
         best = key if best is None or key > best else best

@@ -95,7 +95,7 @@ class Config:
     num_threads: int = _f(0, "CPU threads (0: one per CPU this process may use)", 0, 1024)
     max_steps: int = _f(0, "stop after this many optimizer steps, with a checkpoint (0: no limit)", 0, BIG)
     max_minutes: float = _f(0.0, "stop after this many minutes, with a checkpoint (0: no limit)", 0, 1e7)
-    resume: str = _f("", "'latest' or a checkpoint path to continue training from")
+    resume: str = _f("", "'latest', a checkpoint path or 'bundled' to continue training from")
     eval_batches: int = _f(20, "held-out poems for the logged loss: this many batches' worth (0: all)", 0, BIG)
     train_collections: str = _f(
         "", "train on these collections only, comma-separated, e.g. tang (default: every one the data file holds)"

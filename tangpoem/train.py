@@ -77,7 +77,9 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
 from tangpoem.checkpoint import (  # noqa: E402
+    BUNDLED_NAME,
     TRAINER_SUFFIX,
+    has_trainer_state,
     latest_checkpoint,
     load_checkpoint,
     load_trainer_state,
@@ -294,10 +296,10 @@ def _resume_path(cfg: Config) -> str:
                 "check --model-prefix, or start without --resume"
             )
         return path
-    if not Path(cfg.resume).is_file():
+    if cfg.resume != BUNDLED_NAME and not Path(cfg.resume).is_file():
         raise TangpoemError(
             f"--resume {cfg.resume}: no such checkpoint; give --resume latest (the newest checkpoint of "
-            f"--model-prefix {cfg.model_prefix}) or the path of a checkpoint file"
+            f"--model-prefix {cfg.model_prefix}), the path of a checkpoint file, or bundled"
         )
     return cfg.resume
 
@@ -507,11 +509,16 @@ class Run:
         self.tick, self.tick_tokens = time.monotonic(), 0  # tokens/s on the progress bar
 
     def _resume(self, ckpt) -> None:
-        state = load_trainer_state(ckpt.path)
         self.model.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt.weights.items()})
-        self.optimizer.set_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        # a packed checkpoint (the bundled model, `export`'s) has weights only: its run goes on from them, its
+        # step and its record, and the optimizer's moments start over (a new stage's warm-up re-learns them)
+        if has_trainer_state(ckpt.path):
+            state = load_trainer_state(ckpt.path)
+            self.optimizer.set_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        elif self.main_rank:
+            print(f"{ckpt.path} holds weights only: the optimizer's state starts over", file=sys.stderr)
         self.epoch = int(ckpt.meta.get("epoch", 0))
         self.step_in_epoch = int(ckpt.meta.get("step_in_epoch", 0))
         self.global_step = int(ckpt.meta.get("global_step", 0))

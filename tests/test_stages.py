@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tangpoem.checkpoint import load_checkpoint
+from tangpoem.checkpoint import has_trainer_state, load_checkpoint, save_compact
 from tangpoem.config import Config
 from tangpoem.data import STYLE_MARKS, build_poems, save_npz
 from tangpoem.train import Run, learning_rate, main, run_training
@@ -115,3 +115,31 @@ def test_a_stage_whose_schedule_starts_ahead_of_the_run_is_refused(tangsong_npz,
     assert main([*args, "--resume", "latest", "--train-collections", "tang", "--schedule-start", "19000"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--schedule-start 19000" in err and "is at step 5" in err
+
+
+def test_a_stage_goes_on_from_a_packed_checkpoint_with_a_fresh_optimizer(tangsong_npz, tmp_path, capsys):
+    """A packed checkpoint (the bundled model is one) has no optimizer state: `--resume` of it starts from its
+    weights, step and record, says the optimizer starts over, and the stage's own stops resume as usual."""
+    first = run_training(tiny_config(tangsong_npz, tmp_path / "m", max_steps=12))
+    packed = tmp_path / "shipped" / "model.safetensors"
+    packed.parent.mkdir()
+    save_compact(load_checkpoint(first.checkpoint), packed, "int8")
+    assert not has_trainer_state(packed)
+    capsys.readouterr()
+
+    stage = dict(train_collections="tang", schedule_start=12, warmup_steps=2, lr_schedule="cosine", min_lr=1e-4)
+    cfg = tiny_config(tangsong_npz, tmp_path / "stage3" / "m", max_steps=20, resume=str(packed), **stage)
+    run = Run(cfg)
+    assert f"{packed} holds weights only: the optimizer's state starts over" in capsys.readouterr().err
+    assert run.global_step == 12 and not any("moment" in k for k in run.optimizer.state_dict())
+    loaded = {k: v.numpy() for k, v in run.model.state_dict().items()}
+    for name, want in load_checkpoint(packed).weights.items():
+        np.testing.assert_array_equal(loaded[name], want, err_msg=name)
+
+    second = run_training(cfg)
+    meta = load_checkpoint(second.checkpoint).meta
+    assert second.global_step == 20 and has_trainer_state(second.checkpoint)
+    assert [(inv["first_step"], inv["last_step"]) for inv in meta["invocations"]] == [(0, 12), (12, 20)]
+    assert meta["run"] == load_checkpoint(first.checkpoint).meta["run"]
+    third = run_training(tiny_config(tangsong_npz, tmp_path / "stage3" / "m", max_steps=23, resume="latest", **stage))
+    assert third.global_step == 23

@@ -146,6 +146,19 @@ def test_song_style_on_a_tang_only_model_is_refused(titled_model):
     assert err.value.field == "style"
 
 
+def test_a_poems_score_is_the_models_judgement_in_the_context_it_was_written_in(titled_model):
+    """Poet.score and Poet.log_probs read what the decoder read before the poem (<START>, style mark, title,
+    <SEP>, prefix words), so they agree with the score candidates were chosen by, titled or not."""
+    poet = Poet.load(titled_model[1])
+    for request in (dict(prefix_words="山月"), dict(title="江月", title_guidance=1.0)):
+        for poem in poet.write(form="五绝", candidates=3, num_poems=3, seed=4, **request):
+            lp = poet.log_probs(poem.text, request.get("prefix_words", ""), request.get("title", ""))
+            assert poem.score == pytest.approx(float(lp.mean()), abs=1e-4)
+    (poem,) = poet.write(form="五绝", candidates=3, seed=4)
+    assert poem.score == pytest.approx(poet.score(poem.text), abs=1e-4)
+    assert poet.log_probs(poem.text, title="江月").mean() != pytest.approx(poem.score, abs=1e-3)
+
+
 def test_the_command_line_writes_to_a_title(titled_model, capsys):
     from tangpoem.generate import main
 

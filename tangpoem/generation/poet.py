@@ -131,13 +131,10 @@ class Poet:
             raise TangpoemError(f"{what}: not in the model's vocabulary: {named}; use other characters", field)
         return [self.classes.word2ix[ch] for ch in text]
 
-    def log_probs(self, text: str, prefix_words: str = "", title: str | None = None) -> np.ndarray:
-        """The log-probability the model gives each token of text (after <START> and the prefix words; with a
-        title, after what `prime` reads before a poem written to it)."""
-        if title is not None:
-            prime = self.prime(GenerationConfig(title=title, prefix_words=prefix_words))
-        else:
-            prime = [self.classes.start, *self.encode(normalise(prefix_words), "prefix words", "prefix_words")]
+    def log_probs(self, text: str, prefix_words: str = "", title: str = "") -> np.ndarray:
+        """The log-probability the model gives each token of text, after what `prime` reads before a poem
+        written with these prefix words (and title): the context the decoder scores candidates in."""
+        prime = self.prime(GenerationConfig(title=title, prefix_words=prefix_words))
         tokens = self.encode(normalise(text), "text")
         if not tokens:
             raise TangpoemError("nothing to score: the text is empty")
