@@ -31,14 +31,19 @@ SETTINGS = COMMANDS["tangpoem.generate"]
 DEFAULTS = {"num_threads": 1}  # see generation.steps.make_step: one BLAS thread is never slow, two can be
 
 
-def tutorial_start_words(cfg: Config, given: bool) -> str:
-    """The command line's start words. Not given, they are the tutorial's (Config's default, a 7-character
-    line), which fit only a continuation of 7-character lines: otherwise the model begins (or, for an
-    acrostic, the heads are asked for)."""
-    if given or cfg.template:
-        return "" if cfg.template and not given else cfg.start_words
+def tutorial_words(cfg: Config, given: set[str]) -> None:
+    """The command line's start and prefix words, when not given: the tutorial's (Config's defaults). Its start
+    words are a 7-character line, so they open only a continuation of 7-character lines; otherwise the model
+    begins (or, for an acrostic, the heads are asked for). A title sets the subject: then neither is fed."""
+    titled = bool(cfg.title.strip())
+    if "prefix_words" not in given and titled:
+        cfg.prefix_words = ""
+    if "start_words" in given or cfg.template:
+        cfg.start_words = cfg.start_words if "start_words" in given else ""
+        return
     length = resolve_shape(cfg.form, cfg.line_length, cfg.lines).line_length
-    return "" if cfg.acrostic or length not in (None, 7) else cfg.start_words
+    if cfg.acrostic or titled or length not in (None, 7):
+        cfg.start_words = ""
 
 
 @cli_main
@@ -51,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="how to run the network (default: numpy)")
     parser.add_argument("--inference", metavar="PATH", default="", help="run PATH from `tangpoem.export` instead")
     cfg, args = parse_config_args(parser, argv)
-    cfg.start_words = tutorial_start_words(cfg, "start_words" in vars(args) or cfg.start_words != Config.start_words)
+    given = {name for name in ("start_words", "prefix_words")
+             if name in vars(args) or getattr(cfg, name) != getattr(Config, name)}  # fmt: skip
+    tutorial_words(cfg, given)
     request = GenerationConfig.from_config(cfg)
     request.check()
     model = resolve_model(cfg, named="model_path" in vars(args))

@@ -168,6 +168,21 @@ def test_the_command_line_writes_to_a_title(titled_model, capsys):
     assert record["title"] == "江月" and record["settings"]["title"] == "江月"
 
 
+def test_a_title_on_the_command_line_sets_aside_the_tutorials_words(titled_model, capsys):
+    """Without a title the command line opens a 7-character poem with the tutorial's 老夫聊发少年狂 and feeds its
+    prefix words; a title is the poem's subject, so then the model begins and reads no words but the title's."""
+    from tangpoem.generate import main
+
+    assert main(["--model-path", titled_model[1], "--title", "江月", "--form", "七绝", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["settings"]["start_words"] == record["settings"]["prefix_words"] == ""
+    assert not record["text"].startswith("老夫聊发少年狂")
+    assert main(["--model-path", titled_model[1], "--title", "江月", "--form", "七绝", "--json", "--start-words",
+                 "人来去不见无有", "--prefix-words", "有时"]) == 0  # fmt: skip
+    record = json.loads(capsys.readouterr().out)
+    assert record["text"].startswith("人来去不见无有，") and record["settings"]["prefix_words"] == "有时"
+
+
 # ---------------------------------------------------------------- title guidance
 
 
