@@ -284,6 +284,36 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return ModelConfig(vocab_size, **shape)
 
 
+ADAM_BETAS = (0.9, 0.999)  # Paddle's defaults, given explicitly: _with_every_accumulator fills in their first powers
+
+
+def _with_every_accumulator(state: dict[str, Any], params: list[paddle.Tensor]) -> dict[str, Any]:
+    """The optimizer state with an entry for every parameter. Adam creates a parameter's moments at its first
+    gradient, so a checkpoint written before some parameter had one (an adaptive softmax cluster whose characters
+    no batch has held yet) lacks them, and Paddle refuses to load a state that then meets that gradient. The
+    missing entries are what Adam would have created: zero moments, and the betas' powers at their first value."""
+    accumulators: dict[str, paddle.Tensor] = {}  # suffix ('moment1_0', 'beta1_pow_acc_0', ...) -> an example
+    missing = []
+    for param in params:
+        mine = [key for key in state if key.startswith(param.name + "_")]
+        if not mine:
+            missing.append(param)
+        for key in mine:
+            accumulators.setdefault(key[len(param.name) + 1 :], state[key])
+    if not missing or not accumulators:
+        return state
+    state = dict(state)
+    for param in missing:
+        for suffix, example in accumulators.items():
+            example = example if isinstance(example, paddle.Tensor) else paddle.to_tensor(example)
+            if "pow_acc" in suffix:
+                beta = ADAM_BETAS[0] if suffix.startswith("beta1") else ADAM_BETAS[1]
+                state[f"{param.name}_{suffix}"] = paddle.full_like(example, beta)
+            else:
+                state[f"{param.name}_{suffix}"] = paddle.zeros(param.shape, dtype=example.dtype)
+    return state
+
+
 # ---------------------------------------------------------------- checks before a run starts
 
 
@@ -482,7 +512,8 @@ class Run:
         self.scaler = paddle.amp.GradScaler(init_loss_scaling=2.0**15) if cfg.amp else None
         # with AMP the gradients are still scaled until the scaler's step: clipping stays inside the optimizer
         clip = paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip) if cfg.grad_clip > 0 and self.scaler else None
-        self.optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, parameters=self.model.parameters(), grad_clip=clip)
+        self.optimizer = paddle.optimizer.Adam(learning_rate=cfg.lr, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                                               parameters=self.model.parameters(), grad_clip=clip)  # fmt: skip
         self.epoch = self.step_in_epoch = self.global_step = 0
         if ckpt is not None:
             self._resume(ckpt)
@@ -510,11 +541,11 @@ class Run:
 
     def _resume(self, ckpt) -> None:
         self.model.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt.weights.items()})
-        # a packed checkpoint (the bundled model, `export`'s) has weights only: its run goes on from them, its
+        # a packed checkpoint (the bundled model, bundle_model.py's) has weights only: its run goes on from them, its
         # step and its record, and the optimizer's moments start over (a new stage's warm-up re-learns them)
         if has_trainer_state(ckpt.path):
             state = load_trainer_state(ckpt.path)
-            self.optimizer.set_state_dict(state["optimizer"])
+            self.optimizer.set_state_dict(_with_every_accumulator(state["optimizer"], self.model.parameters()))
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         elif self.main_rank:

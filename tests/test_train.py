@@ -191,6 +191,25 @@ def test_stopped_and_resumed_equals_uninterrupted(small_npz, tmp_path):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_a_resume_goes_on_when_a_parameter_meets_its_first_gradient_after_it(small_npz, tmp_path):
+    """Adam creates a parameter's moments at its first gradient, and an adaptive softmax cluster gets none until
+    a batch holds one of its characters: a checkpoint written before then has no moments for that cluster (made
+    here by taking them out of a real one). The resumed run must go on when its gradient comes."""
+    cfg = tiny_config(small_npz, tmp_path / "m", max_steps=3, output_cutoffs="10,20")
+    first = run_training(cfg)
+    model = load_checkpoint(first.checkpoint).build_model()
+    cluster = [model.adaptive.tail_proj[0].weight.name, model.adaptive.tail_proj[1].weight.name]
+    state = load_trainer_state(first.checkpoint)
+    state["optimizer"] = {k: v for k, v in state["optimizer"].items() if not k.startswith(tuple(cluster))}
+    paddle.save(state, first.checkpoint + ".trainer")
+
+    second = run_to(cfg, resume="latest", max_steps=5)
+    assert second.global_step == 5
+    moments = load_trainer_state(second.checkpoint)["optimizer"]
+    for name in cluster:
+        assert np.abs(moments[f"{name}_moment1_0"].numpy()).max() > 0  # created, and it learned since
+
+
 def test_dropout_masks_depend_on_seed_rank_and_step_only():
     x = paddle.ones([4000])
 
