@@ -27,7 +27,8 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))  # their commands run too, each page
 README_MAX_LINES = 260  # a user's guide; measurements and details live in docs/ and benchmarks/README.md
 TINY = ["--embedding-dim", "16", "--hidden-dim", "32", "--num-layers", "1", "--batch-size", "16",
         "--max-steps", "2", "--no-use-gpu", "--no-amp", "--plot-every", "1000000", "--epoch", "1"]  # fmt: skip
-LATER_STAGES = {"bundled-tang": "bundled"}  # a config that resumes another's run, and that config
+# a config that resumes another's run: that config, and the tiny stage's first and last step (after the one before)
+LATER_STAGES = {"bundled-tang": ("bundled", 2, 4), "bundled-finish": ("bundled", 4, 6)}
 SKIPPED = [
     "scripts/quickstart.sh",  # run by hand for each release: it trains for 15 minutes
     "scripts/test.sh",  # this very test suite
@@ -95,10 +96,11 @@ def to_argv(command: str, ckpt: str, corpus: Path) -> tuple[str, list[str]]:
     if module == "tangpoem.train":
         config = args[args.index("-c") + 1] if "-c" in args else "default"
         if "--model-prefix" not in args:  # one run per config, as a user's
-            args += ["--model-prefix", f"work/checkpoints/readme-{LATER_STAGES.get(config, config)}"]
+            args += ["--model-prefix", f"work/checkpoints/readme-{LATER_STAGES.get(config, (config,))[0]}"]
         args += TINY
         if config in LATER_STAGES:  # goes on from the tiny run of the stage before it, as a user's from theirs
-            args += ["--schedule-start", "2", "--max-steps", "4"]
+            _, first, last = LATER_STAGES[config]
+            args += ["--schedule-start", str(first), "--max-steps", str(last)]
     return module, args
 
 
