@@ -60,6 +60,12 @@ BASE_LINES = {
 PATTERN_NAMES = ("平起入韵", "平起不入韵", "仄起入韵", "仄起不入韵")
 RULES = ("rhyme", "二四六", "粘对", "三平尾", "孤平")  # the per-rule booleans of PoemCheck, in this order
 TABLE_FILE = "pingshui.tsv"  # package data, written by scripts/build_pingshui.py
+USAGE_FILE = "rhyme_usage.tsv"  # package data, written by scripts/build_rhyme_usage.py
+# A level group a character was rhymed in fewer than this share of its uses in the corpus is a rare reading
+# (平 in 下平一先: 4 of 2,379) or a slip of the table: the generator does not rhyme on it. Characters used
+# fewer than RARE_READING_MIN_USES times keep every group: too few poems to tell.
+RARE_READING_SHARE = 0.05
+RARE_READING_MIN_USES = 20
 CLAUSE = re.compile(r"([^，。！？；,.!?;]+)([，。！？；,.!?;])")
 
 
@@ -124,6 +130,34 @@ def tones(ch: str) -> int:
 def level_groups(ch: str) -> frozenset[str]:
     """The level rhyme groups of a character ('上平一东' ... '下平十五咸'); empty if none or unknown."""
     return _table()[0].get(ch, _UNKNOWN)[1]
+
+
+def table_characters() -> list[str]:
+    """Every character of the table."""
+    return list(_table()[0])
+
+
+@cache
+def _usage() -> dict[str, dict[str, int]]:
+    """{character: {level group: rhyming uses}} for the characters of two or more level groups."""
+    usage: dict[str, dict[str, int]] = {}
+    for line in (Path(__file__).resolve().parent / USAGE_FILE).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            continue
+        ch, counts = line.split("\t")
+        usage[ch] = {group: int(n) for group, n in (item.split(":") for item in counts.split(","))}
+    return usage
+
+
+def usual_level_groups(ch: str) -> frozenset[str]:
+    """The level groups the poets rhymed a character in: its groups, less those it was rhymed in fewer than
+    RARE_READING_SHARE of its uses (rhyme_usage.tsv). What the generator rhymes on; the checker takes all."""
+    groups = level_groups(ch)
+    uses = _usage().get(ch) if len(groups) > 1 else None
+    total = sum(uses.values()) if uses else 0
+    if total < RARE_READING_MIN_USES:
+        return groups
+    return frozenset(g for g in groups if uses.get(g, 0) >= RARE_READING_SHARE * total)
 
 
 def level_group_names() -> tuple[str, ...]:

@@ -147,3 +147,17 @@ def test_the_sample_poems_shown_are_the_bundled_models(page, capsys):
         argv = shlex.split(command.removeprefix("python -m tangpoem.generate"))
         assert main([*argv, "--model-path", "bundled"]) == 0
         assert capsys.readouterr().out.strip() == poem, command
+
+
+def test_its_rhymes_are_readings_the_poets_used(poet):
+    """Every rhyme of its poems shares a level group the poets rhymed each character in: no 天 with 平."""
+    for form in ("七绝", "五律", "七律"):
+        for poem in poet.write(form=form, num_poems=16, seed=3):
+            lines = prosody.split_lines(poem.text)
+            rhymes = [lines[i][-1] for i in range(1, len(lines), 2)]
+            if prosody.tones(lines[0][-1]) == prosody.LEVEL:
+                rhymes.append(lines[0][-1])  # a level first line rhymes (首句入韵)
+            assert frozenset.intersection(*(prosody.usual_level_groups(ch) for ch in rhymes)), poem.text
+    # given characters may still rhyme by a rare reading: the template's 天 and 平 share 下平一先
+    (filled,) = poet.write(template="□□□□□□天，□□□□□□平。□□□□□□□，□□□□□□□。", seed=1)
+    assert "下平一先" in prosody.usual_level_groups(prosody.split_lines(filled.text)[3][-1]), filled.text

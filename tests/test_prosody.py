@@ -281,3 +281,28 @@ def test_shapes_the_rules_do_not_apply_to():
     pair = check_poem("白日依山尽，黄河入海流。")
     assert pair.form is None and pair.regular and pair.rhyme and pair.tones_ok  # a couplet is checked
     assert check_poem(" 白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。 ").form == "五绝"  # whitespace ignored
+
+
+# ---------------------------------------------------------------- the readings the poets rhymed on
+
+
+def test_the_generator_rhymes_only_on_readings_the_poets_used():
+    assert prosody.level_groups("平") == {"下平一先", "下平八庚"}
+    assert prosody.usual_level_groups("平") == {"下平八庚"}  # 平 rhymed in 一先 4 times in 2,379
+    assert prosody.usual_level_groups("还") == {"上平十五删"}
+    assert prosody.usual_level_groups("才") == {"上平十灰"}  # a slip of the table: never 十五咸
+    assert prosody.usual_level_groups("行") == {"下平七阳", "下平八庚"}  # both readings are common
+    assert prosody.usual_level_groups("天") == prosody.level_groups("天") == {"下平一先"}
+    assert prosody.usual_level_groups("㛀") == prosody.level_groups("㛀")  # never rhymed: too few uses to tell
+    # the checker still takes every reading of the table: some real poems rhyme on the rare ones
+    assert prosody.check_poem("兵戈连楚塞秋天，汉水东流万里平。江上月明人不见，江南花落几时还。").rhyme
+
+
+def test_the_usage_table_is_what_its_script_counts_in_the_corpus(corpus_tarball, tmp_path):
+    out = tmp_path / "rhyme_usage.tsv"
+    script = ROOT / "scripts" / "build_rhyme_usage.py"
+    done = subprocess.run([sys.executable, str(script), str(corpus_tarball), "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "275 characters of two or more level groups" in done.stdout
+    assert out.read_bytes() == (ROOT / "tangpoem" / prosody.USAGE_FILE).read_bytes()

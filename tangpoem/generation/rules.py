@@ -344,12 +344,17 @@ class Rules:
             st.done, st.ended = True, "max_gen_len"
 
     def _rhyme_line_end(self, st: PoemState) -> None:
-        """The rhyme the line just closed sets: the even lines' shared groups, or line 1's if it rhymes."""
+        """The rhyme the line just closed sets: the even lines' shared groups, or line 1's if it rhymes. The
+        groups the poets rhymed the character in when they fit (a sampled one's always do), else any of its
+        groups (a given character may rhyme by a rare reading)."""
         last = st.tokens[-2]
-        bits, groups = int(self.c.tones[last]), int(self.c.groups[last])
+        bits, groups, usual = int(self.c.tones[last]), int(self.c.groups[last]), int(self.c.usual_groups[last])
         if not bits or not self.c.text[last]:
             return
         rhymes = st.lines_done % 2 == 1 or (st.lines_done == 0 and bits == LEVEL)
         if rhymes and groups:
-            st.rhyme = groups if st.rhyme is None else (st.rhyme & groups or st.rhyme)
+            if st.rhyme is None:
+                st.rhyme = usual or groups
+            else:
+                st.rhyme = st.rhyme & usual or st.rhyme & groups or st.rhyme
             st.rhymes_used.append(last)

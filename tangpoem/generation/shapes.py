@@ -128,7 +128,13 @@ class VocabClasses:
             [sum(bit[g] for g in prosody.level_groups(w)) if t else 0 for w, t in zip(vocab, self.text, strict=True)],
             dtype=np.int64,
         )
-        self.group_sizes = [int(((self.groups >> i) & 1).sum()) for i in range(len(groups))]
+        # what a sampled rhyme may be: the groups the poets rhymed each character in (a given one may be any)
+        self.usual_groups = np.array(
+            [sum(bit[g] for g in prosody.usual_level_groups(w)) if t else 0
+             for w, t in zip(vocab, self.text, strict=True)],
+            dtype=np.int64,
+        )  # fmt: skip
+        self.group_sizes = [int(((self.usual_groups >> i) & 1).sum()) for i in range(len(groups))]
         self._masks: dict[tuple, np.ndarray] = {}
 
     def mask(self, text: bool = False, punct: tuple[str, ...] = (), eop: bool = False, tones: int = 0,
@@ -136,8 +142,8 @@ class VocabClasses:
         """The allowed token ids, sorted, cached: built once per kind, shared read-only by every poem.
 
         tones: characters with one of these tone classes (0: any character, also those the table lacks);
-        groups: level characters in one of these rhyme groups (bits), or, with first_line, those and any
-        character that can be oblique (line 1 may rhyme or end oblique).
+        groups: level characters that poets rhymed in one of these rhyme groups (bits: `usual_groups`), or, with
+        first_line, those and any character that can be oblique (line 1 may rhyme or end oblique).
         """
         key = (text, punct, eop, tones, groups, first_line, everything)
         ids = self._masks.get(key)
@@ -152,7 +158,7 @@ class VocabClasses:
                 if tones:
                     chars &= (self.tones & tones) != 0
                 if groups is not None:
-                    rhymes = (self.groups & groups) != 0
+                    rhymes = (self.usual_groups & groups) != 0
                     chars &= (rhymes | ((self.tones & OBLIQUE) != 0)) if first_line else rhymes
                 m |= chars
             for p in punct:
