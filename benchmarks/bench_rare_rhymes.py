@@ -39,11 +39,7 @@ def write(checkout: Path, model: str, per_form: int, seed: int) -> dict[str, lis
 
 
 def rhymes_on_a_rare_reading(text: str) -> bool:
-    lines = prosody.split_lines(text)
-    rhymes = [lines[i][-1] for i in range(1, len(lines), 2)]
-    shared = frozenset.intersection(*(prosody.level_groups(ch) for ch in rhymes))
-    if prosody.tones(lines[0][-1]) == prosody.LEVEL and prosody.level_groups(lines[0][-1]) & shared:
-        rhymes.append(lines[0][-1])  # 首句入韵
+    rhymes = prosody.rhyme_characters(prosody.split_lines(text))
     return not frozenset.intersection(*(prosody.usual_level_groups(ch) for ch in rhymes))
 
 

@@ -307,6 +307,14 @@ def _nian_dui(seconds: list[int]) -> bool:
     return False
 
 
+def rhyme_characters(lines: list[str]) -> list[str]:
+    """The characters that rhyme in a poem of these lines: the even lines' last, and line 1's when it can
+    only be level (then it must rhyme, `_rhyme`: 首句入韵)."""
+    rhymes = [line[-1] for line in lines[1::2]]
+    first = lines[0][-1]
+    return [*rhymes, first] if known(first) and not tones(first) & OBLIQUE else rhymes
+
+
 def _rhyme(ends: list[str]) -> tuple[bool, frozenset[str] | None]:
     """(rhyme holds, the level groups the even lines share; None when unknown characters leave it open)."""
     shared: frozenset[str] | None = None  # None: no constraint yet (only unknown characters so far)

@@ -306,3 +306,9 @@ def test_the_usage_table_is_what_its_script_counts_in_the_corpus(corpus_tarball,
     assert done.returncode == 0, done.stderr
     assert "275 characters of two or more level groups" in done.stdout
     assert out.read_bytes() == (ROOT / "tangpoem" / prosody.USAGE_FILE).read_bytes()
+
+
+def test_the_rhyming_characters_are_the_even_lines_last_and_a_level_first_lines():
+    assert prosody.rhyme_characters(prosody.split_lines(WEICHENG)) == ["春", "人", "尘"]  # 尘: level, 首句入韵
+    assert prosody.rhyme_characters(prosody.split_lines(CHUN_WANG)) == ["深", "心", "金", "簪"]  # 在: oblique
+    assert prosody.rhyme_characters(prosody.split_lines("湘水东流去不回，秋风秋草满江城。")) == ["城"]  # 回: both tones

@@ -32,6 +32,7 @@ tone is unknown); given ones are taken as fitting either tone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -124,16 +125,14 @@ class VocabClasses:
         groups = sorted({g for w, t in zip(vocab, self.text, strict=True) if t for g in prosody.level_groups(w)})
         self.group_names = groups
         bit = {g: 1 << i for i, g in enumerate(groups)}
-        self.groups = np.array(
-            [sum(bit[g] for g in prosody.level_groups(w)) if t else 0 for w, t in zip(vocab, self.text, strict=True)],
-            dtype=np.int64,
-        )
+
+        def group_bits(groups_of: Callable[[str], frozenset[str]]) -> np.ndarray:
+            return np.array([sum(bit[g] for g in groups_of(w)) if t else 0
+                             for w, t in zip(vocab, self.text, strict=True)], dtype=np.int64)  # fmt: skip
+
+        self.groups = group_bits(prosody.level_groups)
         # what a sampled rhyme may be: the groups the poets rhymed each character in (a given one may be any)
-        self.usual_groups = np.array(
-            [sum(bit[g] for g in prosody.usual_level_groups(w)) if t else 0
-             for w, t in zip(vocab, self.text, strict=True)],
-            dtype=np.int64,
-        )  # fmt: skip
+        self.usual_groups = group_bits(prosody.usual_level_groups)
         self.group_sizes = [int(((self.usual_groups >> i) & 1).sum()) for i in range(len(groups))]
         self._masks: dict[tuple, np.ndarray] = {}
 
