@@ -89,7 +89,7 @@ def parse_source(text: str) -> tuple[str, str, dict]:
     options = {}
     for item in filter(None, opts.split(",")):
         key, value = item.split("=", 1)
-        if key in ("rhyme", "tones", "repeat_guard", "untitled"):
+        if key in ("rhyme", "tones", "repeat_guard", "untitled", "plan", "acrostic"):
             options[key] = value == "1"
         else:
             try:

@@ -110,6 +110,16 @@ class Config:
     title_guidance: float = _f(
         3.0, "how strongly the poem keeps to its title (classifier-free guidance; 1: the plain model)", 0, 10
     )
+    keywords: str = _f("", "words the poem writes in this order, one per line, where the model chooses, e.g. 明月 故乡")
+    keyword_pull: float = _f(
+        2.5,
+        "nats a keyword gains on its logit while its line is due to write it (given keywords are also forced)",
+        0,
+        20,
+    )
+    plan: bool = _f(
+        False, "with a title and no keywords: a keyword per line from what the title called up in the poets' poems"
+    )
     style: str = _f("tang", "write as the Tang or the Song poets (a model trained on both)", choices=("tang", "song"))
     acrostic: bool = _f(False, "start_words are head characters: line i starts with the i-th")
     template: str = _f("", "a poem with blanks (□ _ ＿) for the model to fill, e.g. 床前明月光，□□□□□。")
@@ -139,9 +149,10 @@ FIELD_TYPES = {name: f.type.replace(" | None", "") for name, f in FIELDS.items()
 # and a flag of another command is refused with the name of the commands whose rows hold it
 MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embedding_dropout", "output_cutoffs")
 GENERATION = (
-    "model_path", "title", "title_guidance", "style", "prefix_words", "start_words", "acrostic", "template", "form",
-    "line_length", "lines", "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty",
-    "repeat_guard", "candidates", "drafts", "num_poems", "max_gen_len", "seed", "num_threads",
+    "model_path", "title", "title_guidance", "keywords", "keyword_pull", "plan", "style", "prefix_words",
+    "start_words", "acrostic", "template", "form", "line_length", "lines", "rhyme", "tones", "pattern", "temperature",
+    "top_k", "top_p", "repetition_penalty", "repeat_guard", "candidates", "drafts", "num_poems", "max_gen_len", "seed",
+    "num_threads",
 )  # fmt: skip
 COMMANDS = {  # for the message that names the command a stray flag belongs to
     "tangpoem.data build": ("data_path", "maxlen"),

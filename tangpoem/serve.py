@@ -167,6 +167,11 @@ class PoemRequest(BaseModel):
 
     title: str = Field("", max_length=MAX_TITLE, description=FIELDS["title"].metadata["help"], examples=["春夜喜雨"])
     title_guidance: float = Field(_default("title_guidance"), **_limits("title_guidance"))
+    keywords: str = Field(
+        "", max_length=MAX_TITLE, description=FIELDS["keywords"].metadata["help"], examples=["明月 故乡"]
+    )
+    keyword_pull: float = Field(_default("keyword_pull"), **_limits("keyword_pull"))
+    plan: bool = Field(_default("plan"), description=FIELDS["plan"].metadata["help"])
     style: Literal["tang", "song"] = Field("tang", description=FIELDS["style"].metadata["help"])
     start_words: str = Field(
         "", max_length=MAX_TEXT, description="the opening words to go on from; with acrostic, the head characters",
@@ -212,7 +217,7 @@ class PoemRequest(BaseModel):
                 raise ValueError(str(err)) from None
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("title", "start_words", "template", "text", "prefix_words")
+    @field_validator("title", "keywords", "start_words", "template", "text", "prefix_words")
     @classmethod
     def _text(cls, value: str | None, info) -> str | None:
         return None if value is None else _clean_text(value, info.field_name)
@@ -251,6 +256,7 @@ class PoemOut(BaseModel):
     rhyme: str = Field(description="the 平水韵 group(s) it rhymes on")
     pattern: str = Field(description="the tone pattern it keeps (with tones)")
     title: str = Field("", description="the title it was written to, as the model read it (cleaned)")
+    keywords: list[str] = Field([], description="the words its lines were pulled toward: the keywords, or its plan")
 
 
 class PoemsAnswer(BaseModel):

@@ -569,7 +569,7 @@ def test_a_constraint_plugs_into_the_loop(poet: Poet) -> None:
     assert len(avoid) == 3
 
     class Avoid:  # characters a poem must not use
-        def allowed(self, state, ids):
+        def allowed(self, state, ids, seed):
             kept = ids[~np.isin(ids, avoid)]
             return kept if len(kept) else ids
 

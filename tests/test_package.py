@@ -111,7 +111,8 @@ def test_the_wheel_holds_the_package_data(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         for name in ("tangpoem/pingshui.tsv", "tangpoem/pingshui.LICENSE", "tangpoem/rhyme_usage.tsv",
-                     "tangpoem/kernels.c", "tangpoem/static/index.html", "tangpoem/static/app.js",
+                     "tangpoem/title_words.tsv", "tangpoem/kernels.c", "tangpoem/static/index.html",
+                     "tangpoem/static/app.js",
                      "tangpoem/static/app.css",
                      "tangpoem/configs/cpu.toml", "tangpoem/configs/seed.toml", "tangpoem/configs/gpu.toml",
                      "tangpoem/models/bundled.safetensors"):  # fmt: skip

@@ -132,6 +132,17 @@ def test_aliases_tones_pattern_and_the_other_settings(client):
         assert p["pattern"] == "平起入韵" and p["score"] is not None and "大漠" not in p["text"]
 
 
+def test_keywords_and_the_poems_keys_are_the_python_apis(client, poet):
+    status, a = post(client, {"keywords": "明月 故乡", "form": "五绝", "num_poems": 2, "seed": 4})
+    assert status == 200, a
+    mine = poet.write(keywords="明月 故乡", form="五绝", num_poems=2, seed=4)
+    assert [p["text"] for p in a["poems"]] == [p.text for p in mine]
+    assert [p["keywords"] for p in a["poems"]] == [["明月", "故乡"]] * 2
+    assert all(set(p) == set(m.to_dict()) for p, m in zip(a["poems"], mine, strict=True))  # --json's keys
+    status, a = post(client, {"keywords": "明月 故乡 一 二 三", "form": "五绝"})
+    assert status == 422 and a["field"] == "keywords" and "5 keywords" in a["detail"], a
+
+
 def test_replay_by_seed_and_same_as_the_python_api(client, poet):
     status, a = post(client, {"start_words": "江山如画", "acrostic": True, "form": "五律", "num_poems": 3})
     assert status == 200, a

@@ -6,10 +6,13 @@
     sampling.py  temperature, top-k, top-p, repetition penalty; Gumbel-max draws; log-probabilities
     steps.py     the network, one token per call: numpy, eager Paddle, or Paddle Inference
     guidance.py  title guidance: each poem decoded beside an untitled twin, the title's pull strengthened
+    keywords.py  keywords: each line pulled toward its word, and a given word forced in where a line would miss it
+    plan.py      a title's plan: a keyword per line from what the title called up in the poets' poems
     decoder.py   the loop: every poem of every request in one batch, drafts and candidates
     poet.py      Poet: a checkpoint's poems, the API the command line and the server use
 
-Data flows down this list's reverse: poet -> decoder -> guidance -> rules/sampling/steps -> shapes -> prosody.
+Data flows down this list's reverse: poet -> decoder -> guidance/keywords -> rules/sampling/steps -> shapes ->
+prosody; poet also reads plan.
 """
 
 from tangpoem.generation.poet import Poem, Poet, normalise, split_poem

@@ -39,10 +39,20 @@ class _Scores:
 
 class Constraint(Protocol):
     """A piece plugged into the loop beside the rules: before each sampled character it narrows the ids
-    the rules allow (sorted ids in, a sorted subset out; keep at least one). A new kind of request that
-    restricts what is written (keywords that must appear, characters to avoid) is one of these."""
+    the rules allow (sorted ids in, a sorted subset out; keep at least one) for the poem of that seed. A new
+    kind of request that restricts what is written (keywords.py: words that must appear; characters to
+    avoid) is one of these."""
 
-    def allowed(self, state: PoemState, ids: np.ndarray) -> np.ndarray: ...
+    def allowed(self, state: PoemState, ids: np.ndarray, seed: int) -> np.ndarray: ...
+
+
+class Preference(Protocol):
+    """A piece plugged into the sampler: before each sampled character it names ids that gain `nats` on
+    their logits (a keyword the line is due to write), for the poem of that seed; the model still chooses."""
+
+    nats: float
+
+    def favoured(self, state: PoemState, seed: int) -> list[int]: ...
 
 
 @dataclass
@@ -55,7 +65,12 @@ class Job:
     seeds: list[int]  # one poem per seed
     opts: GenerationConfig
     constraints: list[Constraint] = field(default_factory=list)
+    preference: Preference | None = None
     untitled_prime: list[int] | None = None  # the prime without the title: guided toward it (title_guidance)
+
+    def seed_of(self, row: int) -> int:
+        """The seed of the poem a row of this job writes (row counted from the job's first)."""
+        return self.seeds[row // (self.rows // len(self.seeds))]
 
     @property
     def guidance(self) -> float:
@@ -138,9 +153,10 @@ class _Batch:
                 actions.append(job.given[len(st.tokens)])
             else:
                 action = job.rules.next(st)
-                if isinstance(action, np.ndarray):
+                if isinstance(action, np.ndarray) and job.constraints:
+                    seed = job.seed_of(i - int(self.first_row[self.job_of[i]]))
                     for constraint in job.constraints:
-                        action = constraint.allowed(st, action)
+                        action = constraint.allowed(st, action, seed)
                 actions.append(action)
         return actions
 
@@ -168,11 +184,14 @@ class _Batch:
         for j, job in enumerate(self.jobs):
             mine = [i for i in rows if self.job_of[i] == j and isinstance(actions[i], np.ndarray)]
             if mine:
-                o, states = job.opts, self.states
+                o, states, pref = job.opts, self.states, job.preference
+                first = int(self.first_row[j])
+                favoured = [pref.favoured(states[i], job.seed_of(i - first)) for i in mine] if pref else None
                 picks = sample(
                     logits[[at[i] for i in mine]], [actions[i] for i in mine],
                     [job.rules.banned(states[i], o.repeat_guard) for i in mine], [self.rngs[i] for i in mine],
                     o.temperature, o.top_k, o.top_p, [states[i].tokens for i in mine], o.repetition_penalty,
+                    favoured, pref.nats if pref else 0.0,
                 )  # fmt: skip
                 chosen.update(zip(mine, picks.tolist(), strict=True))
         scored = [i for i in rows if self._scored(i)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +19,8 @@ from tangpoem.corpus import TITLE_MAX_CHARS, clean_title
 from tangpoem.data import SEP, STYLE_MARKS
 from tangpoem.errors import TangpoemError, about, excerpt
 from tangpoem.generation.decoder import Job, decode
+from tangpoem.generation.keywords import Keywords, split_keywords
+from tangpoem.generation.plan import plan_keywords
 from tangpoem.generation.request import MAX_ROWS, TONES_BY_DEFAULT, GenerationConfig
 from tangpoem.generation.rules import PoemState, Rules
 from tangpoem.generation.sampling import log_probs
@@ -43,6 +45,7 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"Poet.{old} is deprecated: use Poet.{new}", DeprecationWarning, stacklevel=3)
 
 
+PLAN_FREE_LINES = 4  # keywords a plan gives a poem whose number of lines is the model's
 ASCII_PUNCT = str.maketrans({",": "，", ".": "。", "?": "？", "!": "！", ";": "；", ":": "："})
 
 
@@ -57,6 +60,7 @@ class Poem:
     rhyme: str = ""  # the 平水韵 group(s) the poem rhymes on (with rhyme)
     pattern: str = ""  # the tone pattern it keeps (with --tones)
     title: str = ""  # the title it was written to, as the model read it (cleaned)
+    keywords: list[str] = field(default_factory=list)  # the words its lines were pulled toward (given or planned)
 
     def __str__(self) -> str:
         return "\n".join(self.couplets)
@@ -226,10 +230,38 @@ class Poet:
             )
             self._check_given(rules, given, text)
         seeds = [request.seed + i for i in range(request.num_poems)]
+        keywords = self.keywords(request, rules, seeds)
         untitled = None
         if request.title.strip() and request.title_guidance != 1:
             untitled = self.prime(replace(request, title=""))
-        return Job(rules, prime, given, seeds, request, untitled_prime=untitled)
+        return Job(rules, prime, given, seeds, request, [keywords] if keywords else [], keywords, untitled)
+
+    def keywords(self, request: GenerationConfig, rules: Rules, seeds: list[int]) -> Keywords | None:
+        """The request's keywords (the same for each poem), or its title's plan (drawn for each poem's seed)."""
+        c = self.classes
+        words = [normalise(word) for word in split_keywords(request.keywords)]
+        if words:
+            encoded = [self.encode(word, "keywords", "keywords") for word in words]
+            bad = [w for w, ids in zip(words, encoded, strict=True) if not all(c.text[t] for t in ids)]
+            if bad:
+                raise TangpoemError(f"keywords are Chinese characters, not '{bad[0]}'", "keywords")
+            if rules.lines and len(words) > rules.lines:
+                raise TangpoemError(f"{len(words)} keywords but the poem has {rules.lines} lines: one per line at most",
+                                    "keywords")  # fmt: skip
+            room = min(rules.first_lengths)
+            if any(len(w) > room for w in words):
+                raise TangpoemError(f"the keyword '{max(words, key=len)}' is longer than a line ({room} characters)",
+                                    "keywords")  # fmt: skip
+            per_poem = {seed: encoded for seed in seeds}
+        elif request.plan and request.title.strip():
+            count = rules.lines or PLAN_FREE_LINES
+            known = {w for w, t in zip(self.vocab, c.text, strict=True) if t}
+            title = clean_title(request.title)
+            per_poem = {s: [[c.word2ix[ch]] for ch in plan_keywords(title, count, s, known)] for s in seeds}
+            return Keywords(per_poem, c, rules.lines, min(rules.first_lengths), force=False, nats=request.keyword_pull)
+        else:
+            return None
+        return Keywords(per_poem, c, rules.lines, min(rules.first_lengths), nats=request.keyword_pull)
 
     def prime(self, request: GenerationConfig) -> list[int]:
         """What the model reads before the poem, its outputs unused: <START>, then, for a model trained with
@@ -284,7 +316,8 @@ class Poet:
             if batch and (piece is None or sum(p.rows for _, p in batch) + piece[1].rows > MAX_ROWS):
                 for (j, part), results in zip(batch, decode(self.step, [p for _, p in batch]), strict=True):
                     title = clean_title(part.opts.title) if part.opts.title.strip() else ""
-                    poems[j] += [self._poem(part.rules, st, seed, score, title)
+                    words = part.preference.words if isinstance(part.preference, Keywords) else {}
+                    poems[j] += [self._poem(part.rules, st, seed, score, title, words.get(seed, []))
                                  for (st, score), seed in zip(results, part.seeds, strict=True)]  # fmt: skip
                 batch = []
             if piece is not None:
@@ -320,7 +353,8 @@ class Poet:
                 raise TangpoemError(f"the start words '{words}' do not fit: {why}; {hint}")
             rules.advance(st, token)
 
-    def _poem(self, rules: Rules, st: PoemState, seed: int, score: float | None, title: str = "") -> Poem:
+    def _poem(self, rules: Rules, st: PoemState, seed: int, score: float | None, title: str = "",
+              keywords: list[list[int]] | None = None) -> Poem:  # fmt: skip
         text = "".join(self.vocab[t] for t in st.tokens)
         if st.ended == "max_gen_len":  # cut back to the last whole couplet, else the last whole line
             last = max(text.rfind(p) for p in SENTENCE_ENDS)
@@ -330,4 +364,5 @@ class Poet:
         lines, couplets = split_poem(text)
         rhyme = self.classes.group_label(st.rhyme) if rules.rhyme and st.rhyme else ""
         pattern = "/".join(dict.fromkeys(rules.patterns[p][0] for p in sorted(st.patterns))) if st.patterns else ""
-        return Poem(text, lines, couplets, seed, st.ended, score, rhyme, pattern, title)
+        words = ["".join(self.vocab[t] for t in word) for word in keywords or []]
+        return Poem(text, lines, couplets, seed, st.ended, score, rhyme, pattern, title, words)

@@ -19,6 +19,8 @@ def sample(
     top_p: float,
     used: list[list[int]] | None = None,
     penalty: float = 0.0,
+    favoured: list[list[int]] | None = None,
+    favour: float = 0.0,
 ) -> np.ndarray:
     """One token per row of logits [b, V], among that row's allowed ids, drawn with that row's rng.
 
@@ -35,13 +37,16 @@ def sample(
 
     `banned` ids are removed; `used` ids (characters the poem already has) lose `penalty` nats
     before temperature and filters: Tang verse avoids repeating a character (律诗 forbids 重字),
-    and a small model, greedy above all, otherwise loops on one line.
+    and a small model, greedy above all, otherwise loops on one line. `favoured` ids (a keyword the
+    line is due to write) gain `favour` nats the same way.
     """
     out = np.empty(len(allowed), dtype=np.int64)
     for r, ids in enumerate(allowed):
         x = logits[r, ids].astype(np.float64)
         if penalty and used and used[r]:
             x[_positions(ids, used[r])] -= penalty
+        if favour and favoured and favoured[r]:
+            x[_positions(ids, favoured[r])] += favour
         if banned[r]:
             drop = _positions(ids, banned[r])
             if len(drop) and len(drop) < len(ids):  # never ban the last allowed token

@@ -1,0 +1,102 @@
+"""Keywords: words the poem writes in the order given, one line each; a `decoder.Preference` and, for the
+keywords a user gives, a `decoder.Constraint` too.
+
+Keyword k is due in line `due[k]` (spread evenly over the poem; one per line when there are as many as lines).
+While the line is due and has not written it, its next character gains `nats` on its logit: the model still
+chooses where in the line it fits. Given keywords are also forced: a line that reaches its last two places
+without its keyword takes it there, the second-to-last place first (the last is the rhyme's and the tone
+rules' most often); one the rules refuse at both (a tone the pattern does not allow there) moves to the next
+line. A plan's keywords (force=False) are only pulled toward: one its line did not take is let go. Only what
+the poem has written is read, so drafts and candidates need no state of their own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tangpoem.generation.rules import PoemState
+from tangpoem.generation.shapes import VocabClasses
+
+KEYWORD_SEPARATORS = " ,，、;；"
+
+
+def split_keywords(text: str) -> list[str]:
+    """'明月 故乡' or '明月，故乡' -> ['明月', '故乡']."""
+    for sep in KEYWORD_SEPARATORS[1:]:
+        text = text.replace(sep, " ")
+    return text.split()
+
+
+def due_lines(count: int, lines: int | None) -> list[int]:
+    """The line each of `count` keywords is due by: spread evenly over the poem's lines (the last keyword in
+    the last line), or one per line when the number of lines is the model's."""
+    if not lines or count >= lines:
+        return list(range(count))
+    return [(k + 1) * lines // count - 1 for k in range(count)]
+
+
+class Keywords:
+    """One request's keywords, per poem (by its seed: a plan differs between the poems of a request)."""
+
+    def __init__(self, words: dict[int, list[list[int]]], classes: VocabClasses, lines: int | None,
+                 first_length: int, force: bool = True, nats: float = 2.5) -> None:  # fmt: skip
+        self.words, self.force, self.nats = words, force, nats
+        self.due = {seed: due_lines(len(w), lines) for seed, w in words.items()}
+        self.breaks = set(classes.punct.values())
+        self.eop = classes.eop
+        self.first_length = first_length  # a free first line's shortest length: where its keyword must fit
+
+    def written(self, tokens: list[int], words: list[list[int]], due: list[int]) -> tuple[int, list[int], bool]:
+        """How many keywords the poem is past (written one per line, in order; without force also those whose
+        line went by without them), the current line's tokens, and whether that line holds its keyword."""
+        k, line, done = 0, [], 0
+        for tok in tokens:
+            if tok in self.breaks:
+                if k < len(words) and (_contains(line, words[k]) or (not self.force and done >= due[k])):
+                    k += 1
+                line, done = [], done + 1
+            else:
+                line.append(tok)
+        here = k < len(words) and _contains(line, words[k])
+        return k + here, line, here
+
+    def favoured(self, state: PoemState, seed: int) -> list[int]:
+        """The next character of the keyword the line is due to write (none when it is not due)."""
+        words = self.words.get(seed, [])
+        k, line, here = self.written(state.tokens, words, self.due.get(seed, []))
+        if k == len(words) or here or state.lines_done < self.due[seed][k]:
+            return []
+        return [words[k][_started(line, words[k])]]
+
+    def allowed(self, state: PoemState, ids: np.ndarray, seed: int) -> np.ndarray:
+        if not self.force:
+            return ids
+        words = self.words.get(seed, [])
+        k, line, here = self.written(state.tokens, words, self.due.get(seed, []))
+        if k == len(words):
+            return ids
+        if state.line_len == 0 and len(ids) > 1:  # no <EOP> while keywords are unwritten
+            ids = ids[ids != self.eop]
+        if here or state.lines_done < self.due[seed][k]:
+            return ids
+        word = words[k]
+        started = _started(line, word)  # the word's characters already ending the line
+        need = len(word) - started
+        left = (state.line_length or self.first_length) - state.line_len  # this place included
+        if left < need or (started == 0 and left > need + 1):
+            return ids
+        nxt = word[started]
+        return np.array([nxt], dtype=ids.dtype) if np.isin(nxt, ids) else ids
+
+
+def _contains(line: list[int], word: list[int]) -> bool:
+    n = len(word)
+    return any(line[i : i + n] == word for i in range(len(line) - n + 1))
+
+
+def _started(line: list[int], word: list[int]) -> int:
+    """The longest j < len(word) such that the line ends with word[:j]."""
+    for j in range(min(len(word) - 1, len(line)), 0, -1):
+        if line[-j:] == word[:j]:
+            return j
+    return 0
