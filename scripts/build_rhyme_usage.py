@@ -20,18 +20,14 @@ Output (after '#' comment lines), one line per character of two or more level gr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from corpus_tables import ROOT, parse_args, training_poems, write_table
 
-from tangpoem import prosody  # noqa: E402
-from tangpoem.corpus import TARBALL_SHA256, sha256_of  # noqa: E402
-from tangpoem.data import SEP, build_poems  # noqa: E402
-from tangpoem.errors import TangpoemError, cli_main  # noqa: E402
+from tangpoem import prosody
+from tangpoem.corpus import TARBALL_SHA256
+from tangpoem.errors import cli_main
 
 OUT = ROOT / "tangpoem" / prosody.USAGE_FILE
 
@@ -72,18 +68,8 @@ def table_lines(uses: dict[str, Counter]) -> list[str]:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("corpus", help="chinese-poetry-2.0.1.tgz (or a folder of its poet.tang/song.*.json)")
-    parser.add_argument("--out", default=str(OUT))
-    args = parser.parse_args(argv)
-    if Path(args.corpus).is_file() and sha256_of(Path(args.corpus)) != TARBALL_SHA256:
-        raise TangpoemError(f"{args.corpus} is not chinese-poetry-2.0.1.tgz (its sha256 differs); give that tarball")
-    poems, _ = build_poems(args.corpus, collections=("tang", "song"))
-    sep = poems.word2ix[SEP]
-    bodies = []
-    for row in poems.data[~poems.heldout]:
-        ids = row.tolist()
-        bodies.append(poems.decode(ids[ids.index(sep) + 1 :] if sep in ids else ids))
+    args = parse_args(__doc__, OUT, argv)
+    bodies = [body for _, body in training_poems(args.corpus)]
     uses = rhyme_uses(bodies)
     lines = table_lines(uses)
     header = [
@@ -93,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "# training split. Built by scripts/build_rhyme_usage.py; do not edit.",
         "# the character<TAB>group:uses,...",
     ]
-    Path(args.out).write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+    write_table(args.out, header + lines)
     total = sum(sum(groups.values()) for groups in uses.values())
     print(f"{len(lines):,} characters of two or more level groups; {total:,} rhyming uses counted: {args.out}")
     return 0

@@ -21,19 +21,13 @@ Output (after '#' comment lines), one line per title unit, by code point:
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
+from corpus_tables import ROOT, SOURCE_LINE, parse_args, training_poems, write_table
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tangpoem.corpus import TARBALL_SHA256, sha256_of  # noqa: E402
-from tangpoem.data import SEP, build_poems  # noqa: E402
-from tangpoem.errors import TangpoemError, cli_main  # noqa: E402
-from tangpoem.generation.plan import TITLE_WORDS_FILE  # noqa: E402
+from tangpoem.errors import cli_main
+from tangpoem.generation.plan import TITLE_WORDS_FILE
 
 OUT = ROOT / "tangpoem" / TITLE_WORDS_FILE
 MIN_TITLES = 30  # a unit seen in fewer titles has too few poems to tell its images from chance
@@ -92,33 +86,19 @@ def title_word_scores(pairs: list[tuple[str, str]]) -> dict[str, list[tuple[str,
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("corpus", help="chinese-poetry-2.0.1.tgz (or a folder of its poet.tang/song.*.json)")
-    parser.add_argument("--out", default=str(OUT))
-    args = parser.parse_args(argv)
-    if Path(args.corpus).is_file() and sha256_of(Path(args.corpus)) != TARBALL_SHA256:
-        raise TangpoemError(f"{args.corpus} is not chinese-poetry-2.0.1.tgz (its sha256 differs); give that tarball")
-    poems, _ = build_poems(args.corpus, collections=("tang", "song"))
-    sep = poems.word2ix[SEP]
-    pairs = []
-    for row, title in zip(poems.data[~poems.heldout], np.array(poems.titles, dtype=object)[~poems.heldout],
-                          strict=True):  # fmt: skip
-        ids = row.tolist()
-        if title:
-            pairs.append((title, poems.decode(ids[ids.index(sep) + 1 :] if sep in ids else ids)))
+    args = parse_args(__doc__, OUT, argv)
+    pairs = [(title, body) for title, body in training_poems(args.corpus) if title]
     table = title_word_scores(pairs)
     header = [
         "# The characters the poets wrote under each title unit (a character or two adjacent ones seen in "
         f"{MIN_TITLES}+ or {MIN_TITLES_PAIR}+ titles):",
-        f"# the Tang and Song shi of chinese-poetry@2.0.1 (npm tarball sha256 {TARBALL_SHA256}), training split.",
+        f"# {SOURCE_LINE}.",
         "# score = P(character | unit in the title) * log(lift), in thousandths. Built by "
         "scripts/build_title_words.py; do not edit.",
         "# the unit<TAB>character:score,...",
     ]
     lines = [f"{u}\t" + ",".join(f"{ch}:{round(1000 * s)}" for ch, s in table[u]) for u in sorted(table)]
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
+    write_table(args.out, header + lines)
     print(f"{len(lines):,} title units from {len(pairs):,} titled poems: {args.out}")
     return 0
 
