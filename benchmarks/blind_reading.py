@@ -164,8 +164,7 @@ def titled_items(args: argparse.Namespace, rng: random.Random) -> list[dict[str,
         if name == "real":
             items += [{"source": name, "title": t, "text": x} for form in FORMS for t, x in mine[form]]
         else:
-            titles = {form: [t for t, _ in mine[form]] for form in FORMS}
-            items += write_to_titles(name, ckpt, options, titles, args.seed + 100_000 * index)
+            items += write_to_titles(name, ckpt, options, mine, args.seed + 100_000 * index)
     return items
 
 
@@ -211,8 +210,11 @@ def draw_titled(poems: PoemData, rng: random.Random, count: int) -> dict[str, li
     return draws
 
 
-def write_to_titles(name: str, ckpt: str, options: dict, titles: dict[str, list[str]], base_seed: int) -> list[dict]:
-    """One poem per title, all decoded in one batch; a TangpoemError when the model cannot take one."""
+def write_to_titles(name: str, ckpt: str, options: dict, drawn: dict[str, list[tuple[str, str]]],
+                    base_seed: int) -> list[dict]:  # fmt: skip
+    """One poem per drawn (title, real poem), written to the title, all decoded in one batch; a TangpoemError
+    when the model cannot take one. With keywords=real a poem is also given keywords: a character of each couplet
+    of the real poem under that title (the images a reader of the title might ask for)."""
     from tangpoem.errors import TangpoemError
     from tangpoem.generation import GenerationConfig, Poet
 
@@ -221,19 +223,45 @@ def write_to_titles(name: str, ckpt: str, options: dict, titles: dict[str, list[
     # (so that an older model is read beside the titled one on one sheet)
     options = dict(options)
     untitled = bool(options.pop("untitled", False))
+    keywords_from_real = options.pop("keywords", "") == "real"
     requests, shown = [], []
     for i, form in enumerate(FORMS):
-        for j, title in enumerate(titles[form]):
+        for j, (title, text) in enumerate(drawn[form]):
             # poem j gets the seed it would as the j-th of num_poems: seeds still differ between sources
-            settings = {"form": form, "seed": base_seed + 1000 * i + j, **options, "num_poems": 1,
-                        "title": "" if untitled else title}  # fmt: skip
+            seed = base_seed + 1000 * i + j
+            settings = {"form": form, "seed": seed, **options, "num_poems": 1, "title": "" if untitled else title}
+            if keywords_from_real:
+                settings["keywords"] = " ".join(couplet_keywords(title, text, random.Random(seed)))
             requests.append(GenerationConfig(**settings))
             shown.append(title)
     results = poet.write_batch(requests)
     for result in results:
         if isinstance(result, TangpoemError):
             raise TangpoemError(f"source {name}: {result}")
-    return [{"source": name, "title": t, "text": r[0].text} for t, r in zip(shown, results, strict=True)]
+    return [{"source": name, "title": t, "text": r[0].text, **({"keywords": r[0].keywords} if r[0].keywords else {})}
+            for t, r in zip(shown, results, strict=True)]  # fmt: skip
+
+
+FUNCTION_CHARACTERS = set("不一无有何自如为知此得未相是与可谁更欲之其而也以于乃兮又亦皆犹即只却还将所者人来去见时中")
+
+
+def couplet_keywords(title: str, text: str, rng: random.Random) -> list[str]:
+    """An image of each couplet of a poem, the keywords a reader might give for it: the couplet's character its
+    title calls up most (generation.plan's table), else one of its characters that is not a function word."""
+    from tangpoem.generation import split_poem
+    from tangpoem.generation.plan import title_associations
+
+    calls = dict(title_associations(title))
+    _, couplets = split_poem(text)
+    out: list[str] = []
+    for couplet in couplets:
+        chars = [ch for ch in couplet[:-1] if ch not in FUNCTION_CHARACTERS and ch not in "，。？！" and ch not in out]
+        called = [ch for ch in chars if ch in calls]
+        if called:
+            out.append(max(called, key=lambda ch: calls[ch]))
+        elif chars:
+            out.append(rng.choice(chars))
+    return out
 
 
 def sheet_text(items: list[dict[str, str]], titled: bool) -> str:

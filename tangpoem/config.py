@@ -112,8 +112,8 @@ class Config:
     )
     keywords: str = _f("", "words the poem writes in this order, one per line, where the model chooses, e.g. 明月 故乡")
     keyword_pull: float = _f(
-        2.5,
-        "nats a keyword gains on its logit while its line is due to write it (given keywords are also forced)",
+        6.0,
+        "nats a given keyword gains on its logit while its line is due to write it (put in where it would be missed)",
         0,
         20,
     )

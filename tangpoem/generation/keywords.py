@@ -3,19 +3,19 @@ keywords a user gives, a `decoder.Constraint` too.
 
 Keyword k is due in line `due[k]` (spread evenly over the poem; one per line when there are as many as lines).
 While the line is due and has not written it, its next character gains `nats` on its logit: the model still
-chooses where in the line it fits. Given keywords are also forced: a line that reaches its last two places
-without its keyword takes it there, the second-to-last place first (the last is the rhyme's and the tone
-rules' most often); one the rules refuse at both (a tone the pattern does not allow there) moves to the next
-line. A plan's keywords (force=False) are only pulled toward: one its line did not take is let go. Only what
-the poem has written is read, so drafts and candidates need no state of their own.
+chooses where in the line it fits. Given keywords are also forced: a line that has not written its keyword
+takes it at the last place where the rules (`Rules.fits`: the tone pattern, the rhyme) allow it, a place
+ending before the line's last character first (the last is the rhyme's); only a word the rules refuse at
+every place left in the line moves to the next line. A plan's keywords (force=False) are only pulled toward:
+one its line did not take is let go. Only what the poem has written is read, so drafts and candidates need
+no state of their own.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tangpoem.generation.rules import PoemState
-from tangpoem.generation.shapes import VocabClasses
+from tangpoem.generation.rules import PoemState, Rules
 
 KEYWORD_SEPARATORS = " ,，、;；"
 
@@ -38,13 +38,13 @@ def due_lines(count: int, lines: int | None) -> list[int]:
 class Keywords:
     """One request's keywords, per poem (by its seed: a plan differs between the poems of a request)."""
 
-    def __init__(self, words: dict[int, list[list[int]]], classes: VocabClasses, lines: int | None,
-                 first_length: int, force: bool = True, nats: float = 2.5) -> None:  # fmt: skip
-        self.words, self.force, self.nats = words, force, nats
+    def __init__(self, words: dict[int, list[list[int]]], rules: Rules, force: bool, nats: float) -> None:
+        self.words, self.rules, self.force, self.nats = words, rules, force, nats
+        classes, lines = rules.c, rules.lines
         self.due = {seed: due_lines(len(w), lines) for seed, w in words.items()}
         self.breaks = set(classes.punct.values())
         self.eop = classes.eop
-        self.first_length = first_length  # a free first line's shortest length: where its keyword must fit
+        self.first_length = min(rules.first_lengths)  # a free first line's shortest: where its keyword must fit
 
     def written(self, tokens: list[int], words: list[list[int]], due: list[int]) -> tuple[int, list[int], bool]:
         """How many keywords the poem is past (written one per line, in order; without force also those whose
@@ -81,12 +81,23 @@ class Keywords:
             return ids
         word = words[k]
         started = _started(line, word)  # the word's characters already ending the line
-        need = len(word) - started
-        left = (state.line_length or self.first_length) - state.line_len  # this place included
-        if left < need or (started == 0 and left > need + 1):
+        nxt, pos = word[started], state.line_len
+        if not np.isin(nxt, ids):
             return ids
-        nxt = word[started]
-        return np.array([nxt], dtype=ids.dtype) if np.isin(nxt, ids) else ids
+        if started:  # the line has begun the word: it goes on with it
+            return np.array([nxt], dtype=ids.dtype)
+        # Put in now where the rest of the word can follow and no later place ending before the line's last (the
+        # rhyme's, most often) could take it: the latest place before the last, else the last.
+        length = state.line_length or self.first_length
+        if pos + len(word) > length or not self._can_start(state, word, pos, 1):
+            return ids
+        if any(self._can_start(state, word, q) for q in range(pos + 1, length - len(word))):
+            return ids
+        return np.array([nxt], dtype=ids.dtype)
+
+    def _can_start(self, state: PoemState, word: list[int], start: int, first: int = 0) -> bool:
+        """Whether the rules could take the word's characters (from its first-th) at place start on."""
+        return all(self.rules.fits(state, word[j], start + j) for j in range(first, len(word)))
 
 
 def _contains(line: list[int], word: list[int]) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 
 TITLE_WORDS_FILE = "title_words.tsv"  # package data beside prosody's tables
 PLAN_POOL = 8  # keywords are drawn from the title's this many best characters
+PLAN_PULL = 2.5  # nats toward a planned keyword: read blind, stronger pulls bent the lines (benchmarks/README.md)
 
 
 @lru_cache(maxsize=1)

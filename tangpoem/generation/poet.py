@@ -20,7 +20,7 @@ from tangpoem.data import SEP, STYLE_MARKS
 from tangpoem.errors import TangpoemError, about, excerpt
 from tangpoem.generation.decoder import Job, decode
 from tangpoem.generation.keywords import Keywords, split_keywords
-from tangpoem.generation.plan import plan_keywords
+from tangpoem.generation.plan import PLAN_PULL, plan_keywords
 from tangpoem.generation.request import MAX_ROWS, TONES_BY_DEFAULT, GenerationConfig
 from tangpoem.generation.rules import PoemState, Rules
 from tangpoem.generation.sampling import log_probs
@@ -258,10 +258,10 @@ class Poet:
             known = {w for w, t in zip(self.vocab, c.text, strict=True) if t}
             title = clean_title(request.title)
             per_poem = {s: [[c.word2ix[ch]] for ch in plan_keywords(title, count, s, known)] for s in seeds}
-            return Keywords(per_poem, c, rules.lines, min(rules.first_lengths), force=False, nats=request.keyword_pull)
+            return Keywords(per_poem, rules, force=False, nats=PLAN_PULL)
         else:
             return None
-        return Keywords(per_poem, c, rules.lines, min(rules.first_lengths), nats=request.keyword_pull)
+        return Keywords(per_poem, rules, force=True, nats=request.keyword_pull)
 
     def prime(self, request: GenerationConfig) -> list[int]:
         """What the model reads before the poem, its outputs unused: <START>, then, for a model trained with

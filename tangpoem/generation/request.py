@@ -30,7 +30,7 @@ class GenerationConfig:
     title: str = ""  # what the poem is about; needs a model trained with titles
     title_guidance: float = Config.title_guidance  # > 1: keep closer to the title (guidance.py)
     keywords: str = ""  # words the poem writes in order, one per line (keywords.py)
-    keyword_pull: float = Config.keyword_pull  # nats toward the keyword a line is due to write
+    keyword_pull: float = Config.keyword_pull  # nats toward the given keyword a line is due to write
     plan: bool = Config.plan  # with a title and no keywords: keywords drawn from it (plan.py)
     style: str = "tang"  # "tang" or "song": the collection whose poems the model is to write like
     start_words: str = ""  # continuation: the opening words; with acrostic: the head characters

@@ -208,11 +208,13 @@ class Rules:
         ends = self._line_end(st)
         return self.c.punct[ends[0]] if len(ends) == 1 else self.c.mask(punct=ends)
 
-    def _chars(self, st: PoemState, last: bool | None, extra: tuple[str, ...] = (), eop: bool = False) -> np.ndarray:
-        """The characters allowed at the current position (last: it ends the line; None: not known yet)."""
+    def _chars(self, st: PoemState, last: bool | None, extra: tuple[str, ...] = (), eop: bool = False,
+               pos: int | None = None) -> np.ndarray:  # fmt: skip
+        """The characters allowed at the current position, or at a later one of the line (pos) as far as the poem
+        has settled it so far (last: it ends the line; None: not known yet)."""
         tones, groups, first_line = 0, None, False
         if st.tone_options is not None:
-            pos = st.line_len
+            pos = st.line_len if pos is None else pos
             marks = {s[pos] for _, s in st.tone_options if pos < len(s)}
             tones = (LEVEL if "P" in marks else 0) | (OBLIQUE if "Z" in marks else 0)
         if self.rhyme and last:
@@ -226,6 +228,19 @@ class Rules:
                 tones = tones or EITHER  # a character the table knows
                 groups, first_line = (st.rhyme if st.rhyme is not None else self.open_groups), True
         return self.c.mask(text=True, punct=extra, eop=eop, tones=tones, groups=groups, first_line=first_line)
+
+    def fits(self, st: PoemState, token: int, pos: int) -> bool:
+        """Whether token could stand at place pos (from the current one on) of the current line, by the tone
+        patterns and the rhyme the poem has settled so far: what a constraint asks before it puts a character
+        in now rather than leave it for a later place."""
+        if self.unconstrained:
+            return True
+        given = self.fixed.get((st.lines_done, pos))
+        if given is not None:
+            return given == token
+        ids = self._chars(st, None if st.line_length is None else pos == st.line_length - 1, pos=pos)
+        at = int(np.searchsorted(ids, token))
+        return at < len(ids) and int(ids[at]) == token
 
     def next(self, st: PoemState) -> int | np.ndarray:
         """The one token the poem must take next, or the sorted ids of the tokens it may take."""
