@@ -135,6 +135,7 @@ def test_a_plan_needs_a_title_and_gives_way_to_given_keywords(poet):
     assert poet.write(title="重阳", form="五绝", plan=True, keywords="明月")[0].keywords == ["明月"]
 
 
+@pytest.mark.once
 def test_the_title_table_is_what_its_script_counts_in_the_corpus(corpus_tarball, tmp_path):
     out = tmp_path / TITLE_WORDS_FILE
     script = ROOT / "scripts" / "build_title_words.py"

@@ -298,6 +298,7 @@ def test_the_generator_rhymes_only_on_readings_the_poets_used():
     assert prosody.check_poem("兵戈连楚塞秋天，汉水东流万里平。江上月明人不见，江南花落几时还。").rhyme
 
 
+@pytest.mark.once
 def test_the_usage_table_is_what_its_script_counts_in_the_corpus(corpus_tarball, tmp_path):
     out = tmp_path / "rhyme_usage.tsv"
     script = ROOT / "scripts" / "build_rhyme_usage.py"
