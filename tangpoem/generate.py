@@ -34,8 +34,8 @@ DEFAULTS = {"num_threads": 1}  # see generation.steps.make_step: one BLAS thread
 def tutorial_words(cfg: Config, given: set[str]) -> None:
     """The command line's start and prefix words, when not given: the tutorial's (Config's defaults). Its start
     words are a 7-character line, so they open only a continuation of 7-character lines; otherwise the model
-    begins (or, for an acrostic, the heads are asked for). A title sets the subject: then neither is fed."""
-    titled = bool(cfg.title.strip())
+    begins (or, for an acrostic, the heads are asked for). A title or keywords set the subject: then neither is fed."""
+    titled = bool(cfg.title.strip() or cfg.keywords.strip())
     if "prefix_words" not in given and titled:
         cfg.prefix_words = ""
     if "start_words" in given or cfg.template:

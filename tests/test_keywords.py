@@ -162,3 +162,18 @@ def test_the_rules_say_which_later_places_a_character_fits(poet):
     plain = poet.job(GenerationConfig(form="五绝")).rules  # rhyme without tones: only the line ends are ruled
     st = plain.new_state()
     assert all(plain.fits(st, w[ch], pos) for ch in "风月" for pos in range(4))
+
+
+def test_keywords_on_the_command_line_set_aside_the_tutorials_words(capsys):
+    """Keywords, like a title, are the poem's subject: the command line then neither opens a 7-character poem with
+    the tutorial's 老夫聊发少年狂 nor feeds its prefix words, unless they are given."""
+    import json
+
+    from tangpoem.generate import main
+
+    assert main(["--model-path", "bundled", "--keywords", "剑 雪 归", "--form", "七绝", "--seed", "2", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["settings"]["start_words"] == record["settings"]["prefix_words"] == ""
+    assert not record["text"].startswith("老夫聊发少年狂") and record["keywords"] == ["剑", "雪", "归"]
+    assert main(["--model-path", "bundled", "--form", "七绝", "--seed", "2", "--json"]) == 0  # without: the tutorial's
+    assert json.loads(capsys.readouterr().out)["text"].startswith("老夫聊发少年狂")
