@@ -250,12 +250,13 @@ def couplet_keywords(title: str, text: str, rng: random.Random) -> list[str]:
     title calls up most (generation.plan's table), else one of its characters that is not a function word."""
     from tangpoem.generation import split_poem
     from tangpoem.generation.plan import title_associations
+    from tangpoem.generation.shapes import LINE_ENDS
 
     calls = dict(title_associations(title))
     _, couplets = split_poem(text)
     out: list[str] = []
     for couplet in couplets:
-        chars = [ch for ch in couplet[:-1] if ch not in FUNCTION_CHARACTERS and ch not in "，。？！" and ch not in out]
+        chars = [ch for ch in couplet[:-1] if ch not in FUNCTION_CHARACTERS and ch not in LINE_ENDS and ch not in out]
         called = [ch for ch in chars if ch in calls]
         if called:
             out.append(max(called, key=lambda ch: calls[ch]))

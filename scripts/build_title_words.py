@@ -27,7 +27,7 @@ import numpy as np
 from corpus_tables import ROOT, SOURCE_LINE, parse_args, training_poems, write_table
 
 from tangpoem.errors import cli_main
-from tangpoem.generation.plan import TITLE_WORDS_FILE
+from tangpoem.generation.plan import TITLE_WORDS_FILE, basic_han
 
 OUT = ROOT / "tangpoem" / TITLE_WORDS_FILE
 MIN_TITLES = 30  # a unit seen in fewer titles has too few poems to tell its images from chance
@@ -37,12 +37,8 @@ MIN_SCORE = 0.05  # weaker associations say nothing of the poem (一 in a title 
 TOP = 12
 
 
-def is_han(ch: str) -> bool:
-    return len(ch) == 1 and "\u4e00" <= ch <= "\u9fff"
-
-
 def title_units(title: str) -> set[str]:
-    chars = [ch for ch in title if is_han(ch)]
+    chars = [ch for ch in title if basic_han(ch)]
     return set(chars) | {a + b for a, b in zip(chars, chars[1:], strict=False)}
 
 
@@ -52,7 +48,7 @@ def title_word_scores(pairs: list[tuple[str, str]]) -> dict[str, list[tuple[str,
     chars: dict[str, int] = {}
     unit_poems, body_sets = [], []
     for title, body in pairs:
-        body_ids = {chars.setdefault(ch, len(chars)) for ch in body if is_han(ch)}
+        body_ids = {chars.setdefault(ch, len(chars)) for ch in body if basic_han(ch)}
         if not body_ids:
             continue
         unit_poems.append([units.setdefault(u, len(units)) for u in title_units(title)])

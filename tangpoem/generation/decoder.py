@@ -139,6 +139,11 @@ class _Batch:
             self.step = GuidedStep(step, scales, titled, step.get_state())
         self.pad = jobs[0].rules.c.pad
 
+    def seed_of(self, i: int) -> int:
+        """The seed of the poem row i writes."""
+        j = int(self.job_of[i])
+        return self.jobs[j].seed_of(i - int(self.first_row[j]))
+
     @property
     def done(self) -> bool:
         return all(st.done for st in self.states)
@@ -154,7 +159,7 @@ class _Batch:
             else:
                 action = job.rules.next(st)
                 if isinstance(action, np.ndarray) and job.constraints:
-                    seed = job.seed_of(i - int(self.first_row[self.job_of[i]]))
+                    seed = self.seed_of(i)
                     for constraint in job.constraints:
                         action = constraint.allowed(st, action, seed)
                 actions.append(action)
@@ -185,8 +190,7 @@ class _Batch:
             mine = [i for i in rows if self.job_of[i] == j and isinstance(actions[i], np.ndarray)]
             if mine:
                 o, states, pref = job.opts, self.states, job.preference
-                first = int(self.first_row[j])
-                favoured = [pref.favoured(states[i], job.seed_of(i - first)) for i in mine] if pref else None
+                favoured = [pref.favoured(states[i], self.seed_of(i)) for i in mine] if pref else None
                 picks = sample(
                     logits[[at[i] for i in mine]], [actions[i] for i in mine],
                     [job.rules.banned(states[i], o.repeat_guard) for i in mine], [self.rngs[i] for i in mine],

@@ -46,9 +46,10 @@ class Keywords:
         self.eop = classes.eop
         self.first_length = min(rules.first_lengths)  # a free first line's shortest: where its keyword must fit
 
-    def written(self, tokens: list[int], words: list[list[int]], due: list[int]) -> tuple[int, list[int], bool]:
-        """How many keywords the poem is past (written one per line, in order; without force also those whose
-        line went by without them), the current line's tokens, and whether that line holds its keyword."""
+    def written(self, tokens: list[int], seed: int) -> tuple[int, list[int], bool]:
+        """How many of the poem's keywords it is past (written one per line, in order; without force also those
+        whose line went by without them), the current line's tokens, and whether that line holds its keyword."""
+        words, due = self.words.get(seed, []), self.due.get(seed, [])
         k, line, done = 0, [], 0
         for tok in tokens:
             if tok in self.breaks:
@@ -60,27 +61,28 @@ class Keywords:
         here = k < len(words) and _contains(line, words[k])
         return k + here, line, here
 
+    def due_word(self, state: PoemState, seed: int) -> tuple[bool, list[int] | None, int]:
+        """(keywords remain unwritten, the keyword the current line is due to write and has not (None: none),
+        how many of its characters already end the line)."""
+        words = self.words.get(seed, [])
+        k, line, here = self.written(state.tokens, seed)
+        if k == len(words) or here or state.lines_done < self.due[seed][k]:
+            return k < len(words), None, 0
+        return True, words[k], _started(line, words[k])
+
     def favoured(self, state: PoemState, seed: int) -> list[int]:
         """The next character of the keyword the line is due to write (none when it is not due)."""
-        words = self.words.get(seed, [])
-        k, line, here = self.written(state.tokens, words, self.due.get(seed, []))
-        if k == len(words) or here or state.lines_done < self.due[seed][k]:
-            return []
-        return [words[k][_started(line, words[k])]]
+        _, word, started = self.due_word(state, seed)
+        return [] if word is None else [word[started]]
 
     def allowed(self, state: PoemState, ids: np.ndarray, seed: int) -> np.ndarray:
         if not self.force:
             return ids
-        words = self.words.get(seed, [])
-        k, line, here = self.written(state.tokens, words, self.due.get(seed, []))
-        if k == len(words):
-            return ids
-        if state.line_len == 0 and len(ids) > 1:  # no <EOP> while keywords are unwritten
+        remaining, word, started = self.due_word(state, seed)
+        if remaining and state.line_len == 0 and len(ids) > 1:  # no <EOP> while keywords are unwritten
             ids = ids[ids != self.eop]
-        if here or state.lines_done < self.due[seed][k]:
+        if word is None:
             return ids
-        word = words[k]
-        started = _started(line, word)  # the word's characters already ending the line
         nxt, pos = word[started], state.line_len
         if not np.isin(nxt, ids):
             return ids

@@ -20,6 +20,11 @@ PLAN_POOL = 8  # keywords are drawn from the title's this many best characters
 PLAN_PULL = 2.5  # nats toward a planned keyword: read blind, stronger pulls bent the lines (benchmarks/README.md)
 
 
+def basic_han(ch: str) -> bool:
+    """A character of the basic CJK block: what the table's units and characters are made of."""
+    return len(ch) == 1 and "\u4e00" <= ch <= "\u9fff"
+
+
 @lru_cache(maxsize=1)
 def title_words() -> dict[str, dict[str, float]]:
     """{title unit: {character: score}} (tangpoem/title_words.tsv)."""
@@ -34,7 +39,7 @@ def title_words() -> dict[str, dict[str, float]]:
 
 def title_associations(title: str) -> list[tuple[str, float]]:
     """The characters the title calls up, best first: the scores of its units added up."""
-    table, chars = title_words(), [ch for ch in title if "\u4e00" <= ch <= "\u9fff"]
+    table, chars = title_words(), [ch for ch in title if basic_han(ch)]
     units, covered = [], set()
     for i in range(len(chars) - 1):
         if chars[i] + chars[i + 1] in table:
