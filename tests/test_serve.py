@@ -817,7 +817,7 @@ def test_browser_title_advanced_acrostic_lock_and_rewrite(trained_ckpt, browser,
         drafts.clear()
         drafts.send_keys("2")
         d.find_element(By.ID, "write").click()
-        WebDriverWait(d, 30).until(lambda d: "种子 11" in d.find_element(By.CSS_SELECTOR, "#poems .poem-seed").text)
+        WebDriverWait(d, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#poems .poem-seed").text == "种子 11")
         link = d.find_element(By.CSS_SELECTOR, "#poems .link").get_attribute("href")
         assert "drafts=2" in link and "seed=11" in link and "start_words=" in link  # what the page asked for
         notes = d.find_element(By.CSS_SELECTOR, "#poems .poem-notes").text
