@@ -132,7 +132,9 @@ class Config:
     temperature: float = _f(0.4, "sampling temperature; 0 is greedy (the tutorial)", 0, 100)
     top_k: int = _f(0, "sample from the k most likely characters (0: off)", 0, BIG)
     top_p: float = _f(0.9, "sample from the smallest set with this much probability (1: off)", 1e-9, 1)
-    repetition_penalty: float = _f(1.0, "nats off the logit of characters the poem already has (0: off)", 0, 100)
+    repetition_penalty: float = _f(
+        2.0, "nats off the logit of characters the poem already has: Tang verse avoids repeating one (0: off)", 0, 100
+    )
     repeat_guard: bool = _f(True, "never the same character three times in a row")
     candidates: int = _f(1, "write K poems per poem asked for and keep the likeliest per character", 1, 64)
     drafts: int = _f(1, "write each couplet N times and keep the likeliest per character", 1, 64)

@@ -19,7 +19,8 @@ of all the poems given (a poem that is not an even number of 5- or 7-character l
   admitted by one standard tone pattern; per rule: rhyme, 二四六分明, 粘对, no 三平尾, no 孤平, pattern;
 - copied lines: clauses of 5 or more characters found verbatim among the training split's clauses
   (share of the lines, and of the poems with at least one);
-- poems with a repeated character, with a repeated line; distinct-2: distinct character bigrams
+- poems with a repeated character (重字: a doubled word such as 萧萧, its only two uses side by side, does
+  not count), with a repeated line; distinct-2: distinct character bigrams
   (within a line) over all bigrams of all the poems (it falls as the number of poems grows, so
   compare lists of similar size);
 - unknown characters: poems with a character the 平水韵 table lacks (it counts as either tone).
@@ -52,7 +53,7 @@ from tangpoem.device import setup_device
 from tangpoem.errors import TangpoemError, cli_main
 from tangpoem.loss import sequence_loss
 from tangpoem.model import PoetryModel
-from tangpoem.prosody import FORMS, RULES, check_poem
+from tangpoem.prosody import FORMS, RULES, check_poem, is_hanzi
 
 if TYPE_CHECKING:
     from tangpoem.generation import Poet
@@ -225,11 +226,21 @@ def poem_figures(texts: list[str], train_lines: frozenset[str] | set[str]) -> di
         "lines": n_long,
         "copied_lines": share(sum(copied), n_long),
         "poems_with_copied_line": share(sum(k > 0 for k in copied)),
-        "repeated_character": share(sum(_repeats([ch for c in ls for ch in c]) for ls in lines)),
+        "repeated_character": share(sum(repeated_characters(t) > 0 for t in texts)),
         "repeated_line": share(sum(_repeats(ls) for ls in lines)),
         "distinct_2": share(len(set(bigrams)), len(bigrams)),
         "unknown_characters": share(sum(bool(c.unknown) for c in checks)),
     }
+
+
+def repeated_characters(text: str) -> int:
+    """How many characters a poem writes more than once (重字), a doubled word (萧萧: a character's only two
+    uses, side by side) not counted: regulated verse avoids the one and uses the other."""
+    places: dict[str, list[int]] = {}
+    for i, ch in enumerate(text):
+        if is_hanzi(ch):
+            places.setdefault(ch, []).append(i)
+    return sum(len(p) > 2 or (len(p) == 2 and p[1] - p[0] > 1) for p in places.values())
 
 
 def _repeats(items: list[str]) -> bool:

@@ -18,6 +18,7 @@ from tangpoem.evaluate import (
     main,
     poem_figures,
     reference_figures,
+    repeated_characters,
     sample_poems,
     training_lines,
     well_formed,
@@ -119,6 +120,14 @@ def test_poem_figures_by_hand():
     assert f["distinct_2"] == 35 / 40  # 16 + 15 (明月 twice) + 4 (of 8) distinct bigrams of 40
     assert f["unknown_characters"] == 0
     assert poem_figures([HU_ZHONG], set())["unknown_characters"] == 1  # 啼
+
+
+def test_repeated_characters_leave_a_doubled_word_alone():
+    assert repeated_characters(JING_YE_SI) == 3  # 明 月 头
+    assert repeated_characters(DENG_GUANQUE_LOU) == 0
+    assert repeated_characters("萧萧梧叶送寒声，江上秋风动客情。") == 0  # 萧萧 is one doubled word
+    assert repeated_characters("萧萧梧叶送萧声，江上秋风动客情。") == 1  # a third 萧, apart: 重字
+    assert repeated_characters("风吹风落，。") == 1  # two uses apart
 
 
 def real_npz(directory: Path) -> Path:

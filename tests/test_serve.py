@@ -535,7 +535,8 @@ def page_code(path: Path) -> str:
 
 def test_the_page_copies_no_default_nor_limit(client):
     """The page's files hold none of the API's defaults and limits: app.js reads them from GET /api/settings (the
-    browser test changes them on the server and sees the page follow). 0 and 1 are left out: code counts with them."""
+    browser test changes them on the server and sees the page follow). 0, 1 and 2 are left out: code counts with them
+    (couplets are pairs of lines, a slider ends at twice its default)."""
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     for attribute in ("min=", "max=", "maxlength=", "step=", "checked", 'value="[0-9.]*"', "selected"):
         assert not re.search(rf"(?<![\w-]){attribute}", html, flags=re.I), attribute
@@ -546,7 +547,7 @@ def test_the_page_copies_no_default_nor_limit(client):
     for name, info in client.get("/api/settings").json()["settings"].items():
         for key in ("default", "minimum", "maximum", "maxLength"):
             value = info.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in (0, 1, 2):
                 if float(value) in numbers:
                     copied.add(f"{name}.{key} = {value}")
     assert not copied, f"app.js holds these as literals: {sorted(copied)}"
