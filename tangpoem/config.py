@@ -136,6 +136,9 @@ class Config:
         2.0, "nats off the logit of characters the poem already has: Tang verse avoids repeating one (0: off)", 0, 100
     )
     repeat_guard: bool = _f(True, "never the same character three times in a row")
+    rhyme_lookahead: float = _f(
+        2.0, "how much the character before a rhyme leans toward those a good rhyme can follow (0: off)", 0, 5
+    )
     candidates: int = _f(1, "write K poems per poem asked for and keep the likeliest per character", 1, 64)
     drafts: int = _f(1, "write each couplet N times and keep the likeliest per character", 1, 64)
     num_poems: int = _f(1, "poems to write at once, decoded as one batch", 1, 1000)
@@ -153,8 +156,8 @@ MODEL_SHAPE = ("embedding_dim", "hidden_dim", "num_layers", "dropout", "embeddin
 GENERATION = (
     "model_path", "title", "title_guidance", "keywords", "keyword_pull", "plan", "style", "prefix_words",
     "start_words", "acrostic", "template", "form", "line_length", "lines", "rhyme", "tones", "pattern", "temperature",
-    "top_k", "top_p", "repetition_penalty", "repeat_guard", "candidates", "drafts", "num_poems", "max_gen_len", "seed",
-    "num_threads",
+    "top_k", "top_p", "repetition_penalty", "repeat_guard", "rhyme_lookahead", "candidates", "drafts", "num_poems",
+    "max_gen_len", "seed", "num_threads",
 )  # fmt: skip
 COMMANDS = {  # for the message that names the command a stray flag belongs to
     "tangpoem.data build": ("data_path", "maxlen"),

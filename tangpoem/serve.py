@@ -199,6 +199,7 @@ class PoemRequest(BaseModel):
     top_p: float = Field(_default("top_p"), **_limits("top_p"))
     repetition_penalty: float = Field(_default("repetition_penalty"), **_limits("repetition_penalty"))
     repeat_guard: bool = Field(_default("repeat_guard"), description=FIELDS["repeat_guard"].metadata["help"])
+    rhyme_lookahead: float = Field(_default("rhyme_lookahead"), **_limits("rhyme_lookahead"))
     candidates: int = Field(_default("candidates"), **_limits("candidates"))
     drafts: int = Field(_default("drafts"), **_limits("drafts"))
     seed: int | None = Field(

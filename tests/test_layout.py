@@ -16,7 +16,7 @@ STAGES = [
     {"dataset", "checkpoint", "loss"},
     {"export", "generation.request", "generation.shapes", "generation.sampling", "generation.plan"},
     {"generation.rules", "generation.steps"},
-    {"generation.guidance", "generation.keywords"},
+    {"generation.guidance", "generation.keywords", "generation.lookahead"},
     {"generation.decoder"},
     {"generation.poet", "generation"},
     {"evaluate", "generate"},

@@ -345,7 +345,7 @@ def test_no_request_makes_a_500(client):
               [1], {}, {"a": 1}]  # fmt: skip
     names = ["title", "style", "start_words", "template", "acrostic", "prefix_words", "form", "line_length", "lines",
              "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
-             "candidates", "drafts", "seed", "num_poems", "max_gen_len", "mode", "text"]  # fmt: skip
+             "rhyme_lookahead", "candidates", "drafts", "seed", "num_poems", "max_gen_len", "mode", "text"]  # fmt: skip
     modes = [{}, {"acrostic": True}, {"acrostic": False}, {"mode": "template"}]  # mode: the deprecated alias, too
     seen = set()
     for _ in range(300):

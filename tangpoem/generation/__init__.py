@@ -8,10 +8,11 @@
     guidance.py  title guidance: each poem decoded beside an untitled twin, the title's pull strengthened
     keywords.py  keywords: each line pulled toward its word, and a given word forced in where a line would miss it
     plan.py      a title's plan: a keyword per line from what the title called up in the poets' poems
+    lookahead.py the character before a rhyme looks one step ahead, toward characters a rhyme can follow
     decoder.py   the loop: every poem of every request in one batch, drafts and candidates
     poet.py      Poet: a checkpoint's poems, the API the command line and the server use
 
-Data flows down this list's reverse: poet -> decoder -> guidance/keywords -> rules/sampling/steps -> shapes ->
+Data flows down this list's reverse: poet -> decoder -> guidance/keywords/lookahead -> rules/sampling/steps -> shapes ->
 prosody; poet also reads plan.
 """
 

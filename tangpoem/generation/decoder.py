@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tangpoem.generation.guidance import GuidedStep
+from tangpoem.generation.lookahead import look_ahead
 from tangpoem.generation.request import GenerationConfig
 from tangpoem.generation.rules import PoemState, Rules
 from tangpoem.generation.sampling import log_probs, sample
@@ -190,9 +191,12 @@ class _Batch:
             mine = [i for i in rows if self.job_of[i] == j and isinstance(actions[i], np.ndarray)]
             if mine:
                 o, states, pref = job.opts, self.states, job.preference
+                allowed, x = [actions[i] for i in mine], logits[[at[i] for i in mine]]
+                if o.rhyme_lookahead:
+                    x = self._look_ahead(job, mine, allowed, x)
                 favoured = [pref.favoured(states[i], self.seed_of(i)) for i in mine] if pref else None
                 picks = sample(
-                    logits[[at[i] for i in mine]], [actions[i] for i in mine],
+                    x, allowed,
                     [job.rules.banned(states[i], o.repeat_guard) for i in mine], [self.rngs[i] for i in mine],
                     o.temperature, o.top_k, o.top_p, [states[i].tokens for i in mine], o.repetition_penalty,
                     favoured, pref.nats if pref else 0.0,
@@ -203,6 +207,21 @@ class _Batch:
             tokens = np.array([chosen[i] for i in scored])
             self.scores.add(scored, log_probs(logits[[at[i] for i in scored]], tokens))
         return chosen
+
+    def _look_ahead(self, job: Job, mine: list[int], allowed: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+        """The rows of `mine` about to write the character before a rhyme look one character ahead (lookahead.py):
+        their allowed ids narrow to the candidates (in place) and their logits gain; the logits returned."""
+        ahead = [(k, ids) for k, i in enumerate(mine) if (ids := job.rules.rhyme_ahead(self.states[i])) is not None]
+        if not ahead:
+            return x
+        ks = [k for k, _ in ahead]
+        tops, gained = look_ahead(self.step, [mine[k] for k in ks], [allowed[k] for k in ks], x[ks],
+                                  [ids for _, ids in ahead], job.opts.rhyme_lookahead)  # fmt: skip
+        x = x.astype(np.float64)
+        x[ks] = gained
+        for k, top in zip(ks, tops, strict=True):
+            allowed[k] = top
+        return x
 
     def advance(self, actions: list[Any], chosen: dict[int, int]) -> None:
         """Each row takes its token; a draft that closed its couplet waits for the others."""

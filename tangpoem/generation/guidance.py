@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tangpoem.generation.steps import Step, log_softmax
+from tangpoem.generation.steps import Step, log_softmax, peek_rows
 
 
 class GuidedStep:
@@ -58,6 +58,15 @@ class GuidedStep:
         logits = out[:k].astype(np.float32)
         logits[guided] = titled
         return logits
+
+    def peek(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """A look ahead from copies of some rows (and their twins): each copy keeps its row's scale."""
+        scales = self.scales
+        self.scales = scales[rows]
+        try:
+            return peek_rows(self, rows, ids)
+        finally:
+            self.scales = scales
 
     def get_state(self) -> tuple[np.ndarray, np.ndarray]:
         h, c = self.inner.get_state()

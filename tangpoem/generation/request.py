@@ -48,6 +48,7 @@ class GenerationConfig:
     top_p: float = Config.top_p
     repeat_guard: bool = True
     repetition_penalty: float = Config.repetition_penalty
+    rhyme_lookahead: float = Config.rhyme_lookahead  # > 0: the character before a rhyme looks ahead (lookahead.py)
     candidates: int = Config.candidates
     drafts: int = Config.drafts
     seed: int = Config.seed

@@ -242,6 +242,19 @@ class Rules:
         at = int(np.searchsorted(ids, token))
         return at < len(ids) and int(ids[at]) == token
 
+    def rhyme_ahead(self, st: PoemState) -> np.ndarray | None:
+        """When the next character is the one before a rhyme (the last but one of an even line whose last place
+        is not given): the ids the rhyme may take as far as the poem has settled it, rhymes already used left
+        out (what lookahead.py looks toward). Else None, and None when no rhyme is left to look toward (a small
+        vocabulary): the rules meet that dead end as they would without the look."""
+        if self.unconstrained or not self.rhyme or st.line_length is None or st.line_len != st.line_length - 2:
+            return None
+        if st.lines_done % 2 == 0 or (st.lines_done, st.line_length - 1) in self.fixed:
+            return None
+        ids = self._chars(st, True, pos=st.line_length - 1)
+        ids = np.setdiff1d(ids, st.rhymes_used, assume_unique=True) if st.rhymes_used else ids
+        return ids if len(ids) else None
+
     def next(self, st: PoemState) -> int | np.ndarray:
         """The one token the poem must take next, or the sorted ids of the tokens it may take."""
         c = self.c

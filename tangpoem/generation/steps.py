@@ -40,6 +40,19 @@ class Step(Protocol):
 
     def set_state(self, h: np.ndarray, c: np.ndarray) -> None: ...
 
+    def peek(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray: ...
+
+
+def peek_rows(step: Step, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The logits after feeding ids[j] to a copy of row rows[j]'s state, every row's own state left as it was:
+    a look one character ahead (lookahead.py). Rows may repeat."""
+    h, c = step.get_state()
+    step.set_state(h[:, rows], c[:, rows])
+    try:
+        return step.step(np.asarray(ids, dtype=np.int64), list(range(len(rows))))
+    finally:
+        step.set_state(h, c)
+
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
     """Per row, in place (z: a float array of its own), returned."""
@@ -127,6 +140,9 @@ class NumpyStep:
             xh[:, -self.hidden :] = h[k]
         self.c[...] = c
 
+    def peek(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return peek_rows(self, rows, ids)
+
     def _input0(self, ids: np.ndarray) -> np.ndarray:
         for t in ids[~self.known[ids]].tolist():
             if not self.known[t]:  # one row at a time: the same bits whichever batch asks first
@@ -198,6 +214,9 @@ class EagerStep:
 
     def set_state(self, h: np.ndarray, c: np.ndarray) -> None:
         self.hidden = (self.paddle.to_tensor(h), self.paddle.to_tensor(c))
+
+    def peek(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return peek_rows(self, rows, ids)
 
 
 class InferenceStep:
@@ -276,6 +295,9 @@ class InferenceStep:
 
     def set_state(self, h: np.ndarray, c: np.ndarray) -> None:
         self.h, self.c = np.ascontiguousarray(h), np.ascontiguousarray(c)
+
+    def peek(self, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return peek_rows(self, rows, ids)
 
 
 def make_step(ckpt: Checkpoint, backend: str = "numpy", inference: str = "", num_threads: int = 1) -> Step:

@@ -43,6 +43,7 @@
     top_p: { label: "Top-p", hint: "只在概率合计到 p 的字里选" },
     repetition_penalty: { label: "重复惩罚", hint: "诗里已有的字少用些；0：不罚" },
     repeat_guard: { label: "不叠三字", hint: "同一个字不连写三遍" },
+    rhyme_lookahead: { label: "押韵前瞻", hint: "韵脚前一字先看看后面押得上哪个韵；0：不看" },
   };
   const NULL_CHOICE = "自动";  // a nullable setting left to the server (rhyme: on for the four forms)
   const BOOLEAN_CHOICES = { true: "开", false: "关" };
