@@ -21,7 +21,6 @@ poem in one batch of all the titles, and per poem written one at a time (the com
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blind_reading import FORMS, draw_titled  # noqa: E402
+from blind_reading import FORMS, add_titled_args, titled_draws  # noqa: E402
 
 
 def place_nats(poet, titles: list[str], texts: list[str]) -> list[float]:
@@ -51,11 +50,8 @@ def place_nats(poet, titles: list[str], texts: list[str]) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--npz", required=True, help="a format-2 npz with titles (the held-out split it defines)")
-    parser.add_argument("--model-path", default="bundled")
-    parser.add_argument("--per-form", type=int, default=100, help="titles per form (default: 100)")
+    add_titled_args(parser)
     parser.add_argument("--weights", default="0,1,2,3", help="rhyme_lookahead weights, comma-separated")
-    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
     from tangpoem.data import load_npz
@@ -64,8 +60,7 @@ def main() -> int:
     from tangpoem.generation import GenerationConfig, Poet
 
     prepare_command()
-    draws = draw_titled(load_npz(args.npz), random.Random(args.seed), args.per_form)
-    forms, titles, reals = map(list, zip(*[(f, t, x) for f in FORMS for t, x in draws[f]], strict=True))
+    forms, titles, reals = titled_draws(load_npz(args.npz), args)
     poet = Poet.load(args.model_path)
     print(f"model {args.model_path}; {len(titles)} held-out Tang titles ({args.per_form} per form: {', '.join(FORMS)})")
     print("| poems | rhymes | last rhyme | before | the rest | repeats | ms/poem batched | ms/poem alone |")

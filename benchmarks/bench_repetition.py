@@ -25,8 +25,6 @@ It prints, for the real poems and for each penalty:
 from __future__ import annotations
 
 import argparse
-import math
-import random
 import sys
 import time
 from collections import Counter
@@ -35,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_title_guidance import plain_nats, tfidf  # noqa: E402
-from blind_reading import FORMS, draw_titled  # noqa: E402
+from bench_title_guidance import heldout_idf, plain_nats, tfidf  # noqa: E402
+from blind_reading import FORMS, add_titled_args, titled_draws  # noqa: E402
 
 PUNCTUATION = "，。？！；：、"
 
@@ -54,11 +52,8 @@ def figures(texts: list[str], titles: list[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--npz", required=True, help="a format-2 npz with titles (the held-out split it defines)")
-    parser.add_argument("--model-path", default="bundled")
-    parser.add_argument("--per-form", type=int, default=100, help="titles per form (default: 100)")
+    add_titled_args(parser)
     parser.add_argument("--penalties", default="0,1,2,3,4", help="repetition penalties in nats, comma-separated")
-    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
     from tangpoem.data import load_npz
@@ -67,12 +62,8 @@ def main() -> int:
 
     prepare_command()
     poems = load_npz(args.npz)
-    draws = draw_titled(poems, random.Random(args.seed), args.per_form)
-    forms, titles, reals = map(list, zip(*[(f, t, x) for f in FORMS for t, x in draws[f]], strict=True))
-    tang = poems.collection_names.index("tang")
-    held = [poems.decode(poems.data[r]) for r in (poems.heldout & (poems.collection_of_rows() == tang)).nonzero()[0]]
-    df = Counter(ch for text in held for ch in set(text) if ch not in PUNCTUATION)
-    idf = {ch: math.log(len(held) / n) for ch, n in df.items()}
+    forms, titles, reals = titled_draws(poems, args)
+    idf = heldout_idf(poems)
     real_vecs = tfidf(reals, idf)
 
     poet = Poet.load(args.model_path)

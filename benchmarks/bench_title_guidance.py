@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import sys
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blind_reading import FORMS, draw_titled  # noqa: E402
+from blind_reading import FORMS, add_titled_args, titled_draws  # noqa: E402
 
 
 def tfidf(texts: list[str], idf: dict[str, float]) -> np.ndarray:
@@ -45,6 +44,14 @@ def tfidf(texts: list[str], idf: dict[str, float]) -> np.ndarray:
     return out
 
 
+def heldout_idf(poems) -> dict[str, float]:
+    """Each character's inverse document frequency over the held-out Tang poems (punctuation has none)."""
+    tang = poems.collection_names.index("tang")
+    held = [poems.decode(poems.data[r]) for r in (poems.heldout & (poems.collection_of_rows() == tang)).nonzero()[0]]
+    df = Counter(ch for text in held for ch in set(text) if ch not in "，。？！；：、")
+    return {ch: math.log(len(held) / n) for ch, n in df.items()}
+
+
 def plain_nats(poet, titles: list[str], texts: list[str]) -> float:
     """Mean log-probability per character of each text under the unguided model given its title."""
     scores = [poet.log_probs(text, title=title) for title, text in zip(titles, texts, strict=True)]
@@ -53,11 +60,8 @@ def plain_nats(poet, titles: list[str], texts: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--npz", required=True, help="a format-2 npz with titles (the held-out split it defines)")
-    parser.add_argument("--model-path", default="bundled")
-    parser.add_argument("--per-form", type=int, default=100, help="titles per form (default: 100)")
+    add_titled_args(parser)
     parser.add_argument("--scales", default="1,1.5,2,3", help="guidance scales, comma-separated")
-    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
 
     from tangpoem.data import load_npz
@@ -66,15 +70,10 @@ def main() -> int:
 
     prepare_command()
     poems = load_npz(args.npz)
-    draws = draw_titled(poems, random.Random(args.seed), args.per_form)
-    pairs = [(form, title, text) for form in FORMS for title, text in draws[form]]
-    forms, titles, reals = zip(*pairs, strict=True)
-    tang = poems.collection_names.index("tang")
-    held = [poems.decode(poems.data[r]) for r in (poems.heldout & (poems.collection_of_rows() == tang)).nonzero()[0]]
-    df = Counter(ch for text in held for ch in set(text) if ch not in "，。？！；：、")
-    idf = {ch: math.log(len(held) / n) for ch, n in df.items()}
-    real_vecs = tfidf(list(reals), idf)
-    n = len(pairs)
+    forms, titles, reals = titled_draws(poems, args)
+    idf = heldout_idf(poems)
+    real_vecs = tfidf(reals, idf)
+    n = len(titles)
 
     def title_chars(texts: list[str]) -> float:
         return float(np.mean([any(ch in text for ch in title) for title, text in zip(titles, texts, strict=True)]))

@@ -210,6 +210,21 @@ def draw_titled(poems: PoemData, rng: random.Random, count: int) -> dict[str, li
     return draws
 
 
+def add_titled_args(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that write to held-out titles (bench_title_guidance.py and the like)."""
+    parser.add_argument("--npz", required=True, help="a format-2 npz with titles (the held-out split it defines)")
+    parser.add_argument("--model-path", default="bundled")
+    parser.add_argument("--per-form", type=int, default=100, help="titles per form (default: 100)")
+    parser.add_argument("--seed", type=int, default=7)
+
+
+def titled_draws(poems: PoemData, args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
+    """Forms, titles and real poems of args.per_form held-out Tang titles per form, drawn with args.seed."""
+    draws = draw_titled(poems, random.Random(args.seed), args.per_form)
+    forms, titles, reals = zip(*[(f, t, x) for f in FORMS for t, x in draws[f]], strict=True)
+    return list(forms), list(titles), list(reals)
+
+
 def write_to_titles(name: str, ckpt: str, options: dict, drawn: dict[str, list[tuple[str, str]]],
                     base_seed: int) -> list[dict]:  # fmt: skip
     """One poem per drawn (title, real poem), written to the title, all decoded in one batch; a TangpoemError
