@@ -239,6 +239,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10, help="requests per client per level (default: 10)")
     parser.add_argument("--mode", default="continue", choices=("continue", "acrostic"))
     parser.add_argument("--text", default="", help="start words or heads (default: none, the model begins)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a request field more, its value JSON (e.g. rhyme_lookahead=0); repeatable")  # fmt: skip
     parser.add_argument("--gather-ms", type=float, help="with --model-path: pass --gather-ms MS to the server")
     parser.add_argument("--num-threads", type=int, help="with --model-path: pass --num-threads N to the server")
     args = parser.parse_args()
@@ -247,7 +249,10 @@ def main() -> None:
     if args.url and urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         parser.error("--url must be on this machine (127.0.0.1)")
     levels = [int(x) for x in args.clients.split(",")]
-    body = {"mode": args.mode, "text": args.text, "form": "七绝"}
+    body = {"start_words": args.text, "acrostic": args.mode == "acrostic", "form": "七绝"}
+    for setting in args.setting:
+        name, _, value = setting.partition("=")
+        body[name] = json.loads(value)
     print(f"# bench_serve  {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  host {platform.node()}")
     print(f"# cpu: {os.cpu_count()} cores, python {platform.python_version()}; load average at start: {load()}")
     print(f"# each client: {args.requests} requests {json.dumps(body, ensure_ascii=False)} with its own seeds")
