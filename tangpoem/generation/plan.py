@@ -53,7 +53,7 @@ def title_associations(title: str) -> list[tuple[str, float]]:
     return sorted(total.items(), key=lambda item: (-item[1], item[0]))
 
 
-def plan_keywords(title: str, count: int, seed: int, known: set[str] | None = None) -> list[str]:
+def plan_keywords(title: str, count: int, seed: int, known: frozenset[str] | set[str] | None = None) -> list[str]:
     """`count` keywords for a poem on this title (fewer when the title calls up fewer), drawn with `seed`;
     only characters in `known` (the model's vocabulary) when given."""
     pool = [(ch, s) for ch, s in title_associations(title) if known is None or ch in known][:PLAN_POOL]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,6 +109,11 @@ class Poet:
         self.step = step
         self.backend = backend
         self.ckpt = ckpt
+
+    @cached_property
+    def known_characters(self) -> frozenset[str]:
+        """The characters (not marks or punctuation) of the model's vocabulary: what a plan may draw."""
+        return frozenset(w for w, t in zip(self.vocab, self.classes.text, strict=True) if t)
 
     @classmethod
     def load(
@@ -230,13 +236,13 @@ class Poet:
             )
             self._check_given(rules, given, text)
         seeds = [request.seed + i for i in range(request.num_poems)]
-        keywords = self.keywords(request, rules, seeds)
+        keywords = self._keywords(request, rules, seeds)
         untitled = None
         if request.title.strip() and request.title_guidance != 1:
             untitled = self.prime(replace(request, title=""))
         return Job(rules, prime, given, seeds, request, [keywords] if keywords else [], keywords, untitled)
 
-    def keywords(self, request: GenerationConfig, rules: Rules, seeds: list[int]) -> Keywords | None:
+    def _keywords(self, request: GenerationConfig, rules: Rules, seeds: list[int]) -> Keywords | None:
         """The request's keywords (the same for each poem), or its title's plan (drawn for each poem's seed)."""
         c = self.classes
         words = [normalise(word) for word in split_keywords(request.keywords)]
@@ -255,8 +261,7 @@ class Poet:
             per_poem = {seed: encoded for seed in seeds}
         elif request.plan and request.title.strip():
             count = rules.lines or PLAN_FREE_LINES
-            known = {w for w, t in zip(self.vocab, c.text, strict=True) if t}
-            title = clean_title(request.title)
+            title, known = clean_title(request.title), self.known_characters
             per_poem = {s: [[c.word2ix[ch]] for ch in plan_keywords(title, count, s, known)] for s in seeds}
             return Keywords(per_poem, rules, force=False, nats=PLAN_PULL)
         else:
