@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blind_reading import FORMS, add_titled_args, titled_draws  # noqa: E402
+from blind_reading import FORMS, add_titled_args, load_titled  # noqa: E402
 
 
 def place_nats(poet, titles: list[str], texts: list[str]) -> list[float]:
@@ -54,14 +54,10 @@ def main() -> int:
     parser.add_argument("--weights", default="0,1,2,3", help="rhyme_lookahead weights, comma-separated")
     args = parser.parse_args()
 
-    from tangpoem.data import load_npz
-    from tangpoem.device import prepare_command
     from tangpoem.evaluate import repeated_characters
-    from tangpoem.generation import GenerationConfig, Poet
+    from tangpoem.generation import GenerationConfig
 
-    prepare_command()
-    forms, titles, reals = titled_draws(load_npz(args.npz), args)
-    poet = Poet.load(args.model_path)
+    _, poet, forms, titles, reals = load_titled(args)
     print(f"model {args.model_path}; {len(titles)} held-out Tang titles ({args.per_form} per form: {', '.join(FORMS)})")
     print("| poems | rhymes | last rhyme | before | the rest | repeats | ms/poem batched | ms/poem alone |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

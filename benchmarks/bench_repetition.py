@@ -27,16 +27,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_title_guidance import heldout_idf, plain_nats, tfidf  # noqa: E402
-from blind_reading import FORMS, add_titled_args, titled_draws  # noqa: E402
-
-PUNCTUATION = "，。？！；：、"
+from bench_title_guidance import heldout_idf, own_poem_ranks, plain_nats, tfidf, thrice, uses_title  # noqa: E402
+from blind_reading import FORMS, add_titled_args, load_titled  # noqa: E402
 
 
 def figures(texts: list[str], titles: list[str]) -> str:
@@ -44,9 +41,7 @@ def figures(texts: list[str], titles: list[str]) -> str:
     from tangpoem.evaluate import repeated_characters
 
     counts = [repeated_characters(t) for t in texts]
-    most = [max(Counter(c for c in t if c not in PUNCTUATION).values()) for t in texts]
-    uses_title = [any(ch in text for ch in title) for title, text in zip(titles, texts, strict=True)]
-    shares = [np.mean([n > 0 for n in counts]), np.mean(counts), np.mean([m >= 3 for m in most]), np.mean(uses_title)]
+    shares = [np.mean([n > 0 for n in counts]), np.mean(counts), thrice(texts), uses_title(titles, texts)]
     return " | ".join(f"{x:.2f}" for x in shares)
 
 
@@ -56,17 +51,11 @@ def main() -> int:
     parser.add_argument("--penalties", default="0,1,2,3,4", help="repetition penalties in nats, comma-separated")
     args = parser.parse_args()
 
-    from tangpoem.data import load_npz
-    from tangpoem.device import prepare_command
-    from tangpoem.generation import GenerationConfig, Poet
+    from tangpoem.generation import GenerationConfig
 
-    prepare_command()
-    poems = load_npz(args.npz)
-    forms, titles, reals = titled_draws(poems, args)
+    poems, poet, forms, titles, reals = load_titled(args)
     idf = heldout_idf(poems)
     real_vecs = tfidf(reals, idf)
-
-    poet = Poet.load(args.model_path)
     print(f"model {args.model_path}; {len(titles)} held-out Tang titles ({args.per_form} per form: {', '.join(FORMS)})")
     print("| poems | repeats | per poem | 3+ | title chars | MRR | plain nats | ms/poem |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -77,8 +66,7 @@ def main() -> int:
         start = time.perf_counter()
         texts = [result[0].text for result in poet.write_batch(requests)]
         ms = 1000 * (time.perf_counter() - start) / len(texts)
-        sims = tfidf(texts, idf) @ real_vecs.T  # [generated, real]
-        ranks = 1 + (sims > sims.diagonal()[:, None]).sum(axis=1)
+        ranks = own_poem_ranks(texts, idf, real_vecs)
         nats = plain_nats(poet, titles, texts)
         print(f"| penalty {penalty:g} | {figures(texts, titles)} | {np.mean(1 / ranks):.3f} | {nats:.3f} | {ms:.0f} |")
     return 0

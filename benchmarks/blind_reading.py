@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from tangpoem.data import PoemData
+    from tangpoem.generation import Poet
 
 CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
 FORMS = ("七绝", "五律")
@@ -223,6 +224,19 @@ def titled_draws(poems: PoemData, args: argparse.Namespace) -> tuple[list[str], 
     draws = draw_titled(poems, random.Random(args.seed), args.per_form)
     forms, titles, reals = zip(*[(f, t, x) for f in FORMS for t, x in draws[f]], strict=True)
     return list(forms), list(titles), list(reals)
+
+
+def load_titled(args: argparse.Namespace) -> tuple[PoemData, Poet, list[str], list[str], list[str]]:
+    """What a benchmark writing to held-out titles starts from (add_titled_args' options): the process made ready
+    for Paddle, the npz, the model, and the drawn forms, titles and real poems (titled_draws)."""
+    from tangpoem.data import load_npz
+    from tangpoem.device import prepare_command
+    from tangpoem.generation import Poet
+
+    prepare_command()
+    poems = load_npz(args.npz)
+    forms, titles, reals = titled_draws(poems, args)
+    return poems, Poet.load(args.model_path), forms, titles, reals
 
 
 def write_to_titles(name: str, ckpt: str, options: dict, drawn: dict[str, list[tuple[str, str]]],
