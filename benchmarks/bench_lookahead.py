@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blind_reading import FORMS, add_titled_args, load_titled  # noqa: E402
+from blind_reading import FORMS, add_titled_args, load_titled, write_each_title  # noqa: E402
 
 
 def place_nats(poet, titles: list[str], texts: list[str]) -> list[float]:
@@ -55,7 +55,6 @@ def main() -> int:
     args = parser.parse_args()
 
     from tangpoem.evaluate import repeated_characters
-    from tangpoem.generation import GenerationConfig
 
     _, poet, forms, titles, reals = load_titled(args)
     print(f"model {args.model_path}; {len(titles)} held-out Tang titles ({args.per_form} per form: {', '.join(FORMS)})")
@@ -64,11 +63,7 @@ def main() -> int:
     nats = " | ".join(f"{x:.2f}" for x in place_nats(poet, titles, reals))
     print(f"| real | {nats} | {np.mean([repeated_characters(t) > 0 for t in reals]):.2f} | | |")
     for weight in [float(w) for w in args.weights.split(",")]:
-        requests = [GenerationConfig(title=t, form=f, seed=args.seed + i, rhyme_lookahead=weight)
-                    for i, (f, t) in enumerate(zip(forms, titles, strict=True))]  # fmt: skip
-        start = time.perf_counter()
-        texts = [result[0].text for result in poet.write_batch(requests)]
-        batched = 1000 * (time.perf_counter() - start) / len(texts)
+        texts, requests, batched = write_each_title(poet, forms, titles, args.seed, rhyme_lookahead=weight)
         start = time.perf_counter()
         for request in requests[:20]:
             poet.write(request)

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_title_guidance import heldout_idf, own_poem_ranks, plain_nats, tfidf, thrice, uses_title  # noqa: E402
-from blind_reading import FORMS, add_titled_args, load_titled  # noqa: E402
+from blind_reading import FORMS, add_titled_args, load_titled, write_each_title  # noqa: E402
 
 
 def figures(texts: list[str], titles: list[str]) -> str:
@@ -51,8 +50,6 @@ def main() -> int:
     parser.add_argument("--penalties", default="0,1,2,3,4", help="repetition penalties in nats, comma-separated")
     args = parser.parse_args()
 
-    from tangpoem.generation import GenerationConfig
-
     poems, poet, forms, titles, reals = load_titled(args)
     idf = heldout_idf(poems)
     real_vecs = tfidf(reals, idf)
@@ -61,11 +58,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     print(f"| real | {figures(reals, titles)} | 1 | {plain_nats(poet, titles, reals):.3f} | |")
     for penalty in [float(p) for p in args.penalties.split(",")]:
-        requests = [GenerationConfig(title=t, form=f, seed=args.seed + i, repetition_penalty=penalty)
-                    for i, (f, t) in enumerate(zip(forms, titles, strict=True))]  # fmt: skip
-        start = time.perf_counter()
-        texts = [result[0].text for result in poet.write_batch(requests)]
-        ms = 1000 * (time.perf_counter() - start) / len(texts)
+        texts, _, ms = write_each_title(poet, forms, titles, args.seed, repetition_penalty=penalty)
         ranks = own_poem_ranks(texts, idf, real_vecs)
         nats = plain_nats(poet, titles, texts)
         print(f"| penalty {penalty:g} | {figures(texts, titles)} | {np.mean(1 / ranks):.3f} | {nats:.3f} | {ms:.0f} |")

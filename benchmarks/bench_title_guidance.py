@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blind_reading import FORMS, add_titled_args, load_titled  # noqa: E402
+from blind_reading import FORMS, add_titled_args, load_titled, write_each_title  # noqa: E402
 
 PUNCTUATION = "，。？！；：、"
 
@@ -83,8 +82,6 @@ def main() -> int:
     parser.add_argument("--scales", default="1,1.5,2,3", help="guidance scales, comma-separated")
     args = parser.parse_args()
 
-    from tangpoem.generation import GenerationConfig
-
     poems, poet, forms, titles, reals = load_titled(args)
     idf = heldout_idf(poems)
     real_vecs = tfidf(reals, idf)
@@ -95,11 +92,7 @@ def main() -> int:
     print("| scale | top-1 | top-10 | MRR | title chars | repeats | plain nats | ms/poem |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for scale in [float(s) for s in args.scales.split(",")]:
-        requests = [GenerationConfig(title=t, form=f, seed=args.seed + i, title_guidance=scale)
-                    for i, (f, t) in enumerate(zip(forms, titles, strict=True))]  # fmt: skip
-        start = time.perf_counter()
-        texts = [result[0].text for result in poet.write_batch(requests)]
-        ms = 1000 * (time.perf_counter() - start) / n
+        texts, _, ms = write_each_title(poet, forms, titles, args.seed, title_guidance=scale)
         ranks = own_poem_ranks(texts, idf, real_vecs)
         nats = plain_nats(poet, titles, texts)
         print(f"| {scale:g} | {np.mean(ranks == 1):.3f} | {np.mean(ranks <= 10):.3f} | {np.mean(1 / ranks):.3f} | "

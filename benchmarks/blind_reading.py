@@ -33,6 +33,7 @@ import json
 import random
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 if TYPE_CHECKING:
     from tangpoem.data import PoemData
-    from tangpoem.generation import Poet
+    from tangpoem.generation import GenerationConfig, Poet
 
 CRITERIA = ("fluency", "coherence", "meaning", "poeticness")
 FORMS = ("七绝", "五律")
@@ -237,6 +238,19 @@ def load_titled(args: argparse.Namespace) -> tuple[PoemData, Poet, list[str], li
     poems = load_npz(args.npz)
     forms, titles, reals = titled_draws(poems, args)
     return poems, Poet.load(args.model_path), forms, titles, reals
+
+
+def write_each_title(poet: Poet, forms: list[str], titles: list[str], seed: int,
+                     **setting: Any) -> tuple[list[str], list[GenerationConfig], float]:  # fmt: skip
+    """One poem to each title in its form, with the setting a benchmark varies (title i gets seed + i, so rows
+    differ by the setting alone), all in one batch: the texts, the requests, and milliseconds per poem."""
+    from tangpoem.generation import GenerationConfig
+
+    requests = [GenerationConfig(title=t, form=f, seed=seed + i, **setting)
+                for i, (f, t) in enumerate(zip(forms, titles, strict=True))]  # fmt: skip
+    start = time.perf_counter()
+    texts = [result[0].text for result in poet.write_batch(requests)]
+    return texts, requests, 1000 * (time.perf_counter() - start) / len(texts)
 
 
 def write_to_titles(name: str, ckpt: str, options: dict, drawn: dict[str, list[tuple[str, str]]],
