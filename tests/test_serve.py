@@ -39,6 +39,7 @@ from tangpoem.serve import (  # noqa: E402
     MAX_BODY,
     STATIC_DIR,
     Decoder,
+    PoemRequest,
     ServeSettings,
     api_words,
     create_app,
@@ -343,9 +344,7 @@ def test_no_request_makes_a_500(client):
     values = [None, True, False, 0, 1, -1, 7, 2**31, 2**63, 1e308, -1e-9, 0.5, 99.9, "", "春花秋月", "七绝", "qilv",
               "平起入韵", "□□□□□，□□□□□。", "床前明月光，□□□□□。", "，，，", "a" * 50, "龘", "🌸", "\u3000", [],
               [1], {}, {"a": 1}]  # fmt: skip
-    names = ["title", "style", "start_words", "template", "acrostic", "prefix_words", "form", "line_length", "lines",
-             "rhyme", "tones", "pattern", "temperature", "top_k", "top_p", "repetition_penalty", "repeat_guard",
-             "rhyme_lookahead", "candidates", "drafts", "seed", "num_poems", "max_gen_len", "mode", "text"]  # fmt: skip
+    names = sorted(PoemRequest.model_fields)  # every field the API takes, the deprecated mode and text too
     modes = [{}, {"acrostic": True}, {"acrostic": False}, {"mode": "template"}]  # mode: the deprecated alias, too
     seen = set()
     for _ in range(300):
